@@ -48,12 +48,10 @@ class Token(_message.Message):
     def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
-    __slots__ = ("user", "request_id")
+    __slots__ = ("user",)
     USER_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user: User
-    request_id: str
-    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
 
 class CreateUserResponse(_message.Message):
     __slots__ = ("user", "token", "secret")

@@ -1,0 +1,66 @@
+# ContentOps — the two commands a newcomer needs are `make demo` and `make test`.
+# Everything they need (a virtualenv with pinned packages, buf) is set up here.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
+
+.PHONY: demo test bench proto proto-check lint migrate serve run services clean reformat
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $(BUF)
+
+## demo: run the main job on the embedded default (SQLite, local folder, in-process tasks)
+demo: $(STAMP)
+	$(PY) -m services.demo
+
+## test: start PostgreSQL/Redis if they are down, then run the whole suite
+test: $(STAMP) $(BUF) services
+	$(PY) -m pytest
+
+## services: start this machine's PostgreSQL and Redis when they are not running
+services:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect $(notdir $(PG_VERSION_DIR)) main start
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	@for i in $$(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL/Redis did not come up" >&2; exit 1
+
+## bench: run every benchmark in bench/ and write bench/results.md
+bench: $(STAMP) services
+	$(PY) -m bench
+
+## proto: regenerate services/protos from proto/ (and lint with buf)
+proto: $(STAMP) $(BUF)
+	cd proto && ../$(BUF) lint
+	$(PY) proto/generate.py
+
+proto-check: $(STAMP) $(BUF)
+	cd proto && ../$(BUF) lint
+	$(PY) proto/generate.py --check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services tests bench proto
+
+reformat: $(STAMP)
+	$(VENV)/bin/ruff check --fix services tests bench proto
+
+## migrate: apply Alembic migrations to DATABASE_URL (or the embedded SQLite file)
+migrate: $(STAMP)
+	$(VENV)/bin/contentops migrate
+
+## serve: run the content service in the foreground
+serve: $(STAMP)
+	$(PY) -m services.content
+
+clean:
+	rm -rf $(VENV) node_modules var demo-out .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Content service: headquarters editors author, revise and publish posts."""

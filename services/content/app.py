@@ -1,0 +1,64 @@
+"""Composition root of the content service: settings -> adapters -> use cases."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from services.shared.apiutil import PageTokens
+from services.shared.blobstore import BlobStore, blob_store_from_settings
+from services.shared.db import Database
+from services.shared.identity.store import IdentityStore
+from services.shared.migrate import upgrade_all
+from services.shared.settings import Settings, load_settings
+
+from .events import CeleryEvents, EventSink, InProcessEvents
+from .service import ContentService
+
+
+@dataclass
+class ContentApp:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    events: EventSink
+    identity: IdentityStore
+    service: ContentService
+    tokens: PageTokens
+
+    @classmethod
+    def build(cls, settings: Settings, *, blobs: BlobStore | None = None, events: EventSink | None = None,
+              migrate: bool | None = None) -> "ContentApp":
+        db = Database(settings.database_url)
+        if settings.is_sqlite:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.auto_migrate if migrate is None else migrate:
+            upgrade_all(db)
+        blobs = blobs or blob_store_from_settings(settings)
+        if events is None:
+            if settings.embedded_tasks:
+                events = InProcessEvents()
+            else:
+                from services.shared.celery_app import make_celery
+
+                events = CeleryEvents(make_celery(settings))
+        service = ContentService(db, blobs, events, max_asset_bytes=settings.max_asset_bytes,
+                                 max_image_pixels=settings.max_image_pixels)
+        return cls(settings, db, blobs, events, IdentityStore(db, settings.auth_cache_seconds), service,
+                   PageTokens(settings.secret_key))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+_app: ContentApp | None = None
+_lock = threading.Lock()
+
+
+def get_app() -> ContentApp:
+    """The process-wide app, built on first use (Celery workers use this)."""
+    global _app
+    with _lock:
+        if _app is None:
+            _app = ContentApp.build(load_settings())
+        return _app

@@ -1,0 +1,50 @@
+"""Blob store: one port, a local-folder adapter (embedded default) and a MinIO adapter.
+
+Keys are content-addressed by the callers (``originals/<sha256>``), so a put of
+an existing key is harmless. ``put`` is atomic on both adapters: a reader never
+sees a partial blob, and a failed put leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import BinaryIO, Protocol
+
+from ..settings import Settings
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: BinaryIO, length: int, content_type: str) -> None:
+        """Store ``length`` bytes read from ``data`` under ``key``, atomically."""
+
+    def open(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        """Yield the blob's bytes; raises ``BlobNotFound``."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    def url(self, key: str, expires: timedelta) -> str:
+        """A time-limited download URL, or "" where the store has none (local)."""
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every stored key under ``prefix`` (for audits and tests)."""
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+def blob_store_from_settings(settings: Settings) -> BlobStore:
+    if settings.minio_endpoint:
+        from .minio import MinioBlobStore
+
+        return MinioBlobStore.from_settings(settings)
+    from .local import LocalBlobStore
+
+    return LocalBlobStore(settings.data_dir / "blobs")
+
+
+__all__ = ["BlobNotFound", "BlobStore", "blob_store_from_settings"]

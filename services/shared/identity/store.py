@@ -1,0 +1,137 @@
+"""Persistence of users and tokens, and token verification with a short cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from ..db import Database
+from ..errors import NotFound, Unauthenticated
+from ..ids import new_id
+from .domain import IssuedToken, Principal, Role, issue_token, secret_matches
+from .models import TokenRow, UserRow
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    user_id: str
+    create_time: datetime
+    revoke_time: datetime | None
+
+
+def _principal(row: UserRow) -> Principal:
+    return Principal(id=row.id, display_name=row.display_name, role=Role(row.role), rep=row.rep)
+
+
+def _token(row: TokenRow) -> TokenInfo:
+    return TokenInfo(row.id, row.user_id, _utc(row.create_time), _utc(row.revoke_time) if row.revoke_time else None)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class IdentityStore:
+    def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
+        self.db = db
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, str, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def create_user(self, display_name: str, role: Role, rep: str = "") -> tuple[Principal, TokenInfo, str]:
+        now = datetime.now(UTC)
+        user = UserRow(id=new_id(), display_name=display_name, role=role.value, rep=rep, create_time=now)
+        issued = issue_token(new_id())
+        with self.db.write() as s:
+            s.add(user)
+            s.flush()
+            token = TokenRow(id=issued.token_id, user_id=user.id, secret_hash=issued.secret_hash, create_time=now)
+            s.add(token)
+            s.flush()
+            return _principal(user), _token(token), issued.secret
+
+    def create_token(self, user_id: str) -> tuple[TokenInfo, str]:
+        issued: IssuedToken = issue_token(new_id())
+        with self.db.write() as s:
+            if s.get(UserRow, user_id) is None:
+                raise NotFound(f"users/{user_id} not found")
+            row = TokenRow(
+                id=issued.token_id, user_id=user_id, secret_hash=issued.secret_hash, create_time=datetime.now(UTC)
+            )
+            s.add(row)
+            s.flush()
+            return _token(row), issued.secret
+
+    def revoke_token(self, user_id: str, token_id: str) -> TokenInfo:
+        with self.db.write() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None or row.user_id != user_id:
+                raise NotFound(f"users/{user_id}/tokens/{token_id} not found")
+            if row.revoke_time is None:
+                row.revoke_time = datetime.now(UTC)
+            s.flush()
+            info = _token(row)
+        with self._lock:
+            self._cache.pop(token_id, None)
+        return info
+
+    def get_user(self, user_id: str) -> Principal:
+        with self.db.read() as s:
+            row = s.get(UserRow, user_id)
+            if row is None:
+                raise NotFound(f"users/{user_id} not found")
+            return _principal(row)
+
+    def list_users(self, after_id: str | None, limit: int) -> Sequence[tuple[Principal, datetime]]:
+        with self.db.read() as s:
+            q = select(UserRow).order_by(UserRow.id).limit(limit)
+            if after_id:
+                q = q.where(UserRow.id > after_id)
+            return [(_principal(r), _utc(r.create_time)) for r in s.scalars(q)]
+
+    def user_create_time(self, user_id: str) -> datetime:
+        with self.db.read() as s:
+            row = s.get(UserRow, user_id)
+            if row is None:
+                raise NotFound(f"users/{user_id} not found")
+            return _utc(row.create_time)
+
+    def link_rep(self, user_id: str, rep: str) -> None:
+        with self.db.write() as s:
+            row = s.get(UserRow, user_id)
+            if row is None:
+                raise NotFound(f"users/{user_id} not found")
+            row.rep = rep
+
+    def authenticate(self, token_id: str, raw_secret: str) -> Principal:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token_id)
+        if hit and hit[0] > now and secret_matches(raw_secret, hit[1]):
+            return hit[2]
+        with self.db.read() as s:
+            row = s.execute(
+                select(TokenRow, UserRow).join(UserRow, UserRow.id == TokenRow.user_id).where(TokenRow.id == token_id)
+            ).first()
+            if row is None:
+                raise Unauthenticated("authorization: unknown token")
+            token, user = row
+            if token.revoke_time is not None:
+                raise Unauthenticated("authorization: token revoked")
+            if not secret_matches(raw_secret, token.secret_hash):
+                raise Unauthenticated("authorization: unknown token")
+            principal = _principal(user)
+            stored_hash = token.secret_hash
+        if self.cache_seconds > 0:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[token_id] = (now + self.cache_seconds, stored_hash, principal)
+        return principal

@@ -1,0 +1,173 @@
+"""Configuration from environment variables.
+
+With nothing set, ContentOps runs on the embedded default: SQLite files and a
+local blob folder under ``CONTENTOPS_DATA_DIR`` and tasks run in-process. Setting
+``DATABASE_URL``, ``REDIS_URL`` and ``MINIO_ENDPOINT`` moves it to PostgreSQL,
+Celery on Redis and MinIO, with the same code. The README's configuration
+table is generated from ``SETTINGS`` below (see ``tests/test_readme.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ServiceError
+
+
+class ConfigError(ServiceError):
+    """A setting has a value the process cannot start with."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CONTENTOPS_DATA_DIR", "./var", "Folder for the embedded default: SQLite file, local blobs, secret key."),
+    Setting("DATABASE_URL", "", "SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Empty: SQLite in the data dir."),
+    Setting("DATABASE_AUTO_MIGRATE", "", "Run Alembic migrations at start-up: 1/0. Empty: only on SQLite."),
+    Setting("REDIS_URL", "", "Redis for Celery (broker and results). Empty: tasks run in-process."),
+    Setting("MINIO_ENDPOINT", "", "host:port of MinIO/S3. Empty: blobs in the data dir."),
+    Setting("MINIO_ACCESS_KEY", "", "MinIO access key."),
+    Setting("MINIO_SECRET_KEY", "", "MinIO secret key."),
+    Setting("MINIO_BUCKET", "contentops", "Bucket for originals and variants; created if missing."),
+    Setting("MINIO_SECURE", "0", "1 to use TLS to MinIO."),
+    Setting("MINIO_REGION", "us-east-1", "Region; set so presigning needs no network call."),
+    Setting("MINIO_PUBLIC_ENDPOINT", "", "Endpoint browsers reach, for presigned URLs. Empty: MINIO_ENDPOINT."),
+    Setting("CONTENTOPS_SECRET_KEY", "", "Signs page tokens. Empty: generated once into the data dir."),
+    Setting("CONTENT_GRPC_ADDR", "127.0.0.1:50051", "Where the content service listens."),
+    Setting("DISTRIBUTION_GRPC_ADDR", "127.0.0.1:50052", "Where the distribution service listens."),
+    Setting("TRACKING_GRPC_ADDR", "127.0.0.1:50053", "Where the tracking service listens."),
+    Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
+    Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
+    Setting("MAX_ASSET_BYTES", "20971520", "Largest accepted upload (20 MiB)."),
+    Setting("MAX_IMAGE_PIXELS", "40000000", "Largest accepted width x height: refuses decompression bombs."),
+    Setting("SCHEDULER_INTERVAL_SECONDS", "15", "How often scheduled posts and the event outbox are checked."),
+    Setting("AUTH_CACHE_SECONDS", "2", "How long a verified token is cached; a revocation takes effect within it."),
+    Setting("LOG_LEVEL", "INFO", "Python logging level."),
+)
+
+
+def _flag(value: str, default: bool) -> bool:
+    if value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"expected 1/0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    auto_migrate: bool
+    redis_url: str
+    minio_endpoint: str
+    minio_access_key: str
+    minio_secret_key: str
+    minio_bucket: str
+    minio_secure: bool
+    minio_region: str
+    minio_public_endpoint: str
+    secret_key: bytes
+    content_addr: str
+    distribution_addr: str
+    tracking_addr: str
+    grpc_max_workers: int
+    shutdown_grace_seconds: float
+    max_asset_bytes: int
+    max_image_pixels: int
+    scheduler_interval_seconds: float
+    auth_cache_seconds: float
+    log_level: str
+
+    @property
+    def embedded_tasks(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _int(env: dict[str, str], name: str) -> int:
+    raw = env[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str) -> float:
+    raw = env[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative, got {value}")
+    return value
+
+
+def _secret_key(raw: str, data_dir: Path) -> bytes:
+    if raw:
+        return raw.encode()
+    path = data_dir / "secret.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(32))
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return path.read_text().strip().encode()
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    source = os.environ if environ is None else environ
+    env = {s.env: source.get(s.env, s.default) for s in SETTINGS}
+    data_dir = Path(env["CONTENTOPS_DATA_DIR"]).resolve()
+    database_url = env["DATABASE_URL"] or f"sqlite:///{data_dir / 'contentops.db'}"
+    try:
+        auto_migrate = _flag(env["DATABASE_AUTO_MIGRATE"], database_url.startswith("sqlite"))
+        minio_secure = _flag(env["MINIO_SECURE"], False)
+    except ConfigError as exc:
+        raise ConfigError(f"DATABASE_AUTO_MIGRATE/MINIO_SECURE: {exc}") from None
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        auto_migrate=auto_migrate,
+        redis_url=env["REDIS_URL"],
+        minio_endpoint=env["MINIO_ENDPOINT"],
+        minio_access_key=env["MINIO_ACCESS_KEY"],
+        minio_secret_key=env["MINIO_SECRET_KEY"],
+        minio_bucket=env["MINIO_BUCKET"],
+        minio_secure=minio_secure,
+        minio_region=env["MINIO_REGION"],
+        minio_public_endpoint=env["MINIO_PUBLIC_ENDPOINT"] or env["MINIO_ENDPOINT"],
+        secret_key=_secret_key(env["CONTENTOPS_SECRET_KEY"], data_dir),
+        content_addr=env["CONTENT_GRPC_ADDR"],
+        distribution_addr=env["DISTRIBUTION_GRPC_ADDR"],
+        tracking_addr=env["TRACKING_GRPC_ADDR"],
+        grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),
+        shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS"),
+        max_asset_bytes=_int(env, "MAX_ASSET_BYTES"),
+        max_image_pixels=_int(env, "MAX_IMAGE_PIXELS"),
+        scheduler_interval_seconds=_float(env, "SCHEDULER_INTERVAL_SECONDS"),
+        auth_cache_seconds=_float(env, "AUTH_CACHE_SECONDS"),
+        log_level=env["LOG_LEVEL"].upper(),
+    )
