@@ -52,7 +52,8 @@ def _check_node(node: nodes.Node) -> None:
         target = node.node
         allowed = {"rep": REP_FIELDS, "post": POST_FIELDS}.get(target.name if isinstance(target, nodes.Name) else "")
         if not allowed or node.attr not in allowed:
-            raise InvalidArgument(FIELD, f"unknown variable '...{node.attr}'; allowed: {', '.join(ALLOWED_VARIABLES)}")
+            owner = target.name if isinstance(target, nodes.Name) else "..."
+            raise InvalidArgument(FIELD, f"unknown variable '{owner}.{node.attr}'; allowed: {', '.join(ALLOWED_VARIABLES)}")
     if isinstance(node, nodes.Filter) and node.name not in ALLOWED_FILTERS:
         raise InvalidArgument(FIELD, f"filter '{node.name}' is not allowed; use one of {', '.join(sorted(ALLOWED_FILTERS))}")
     if isinstance(node, nodes.Test) and node.name not in ALLOWED_TESTS:
