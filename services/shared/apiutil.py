@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import re
-import unicodedata
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -20,6 +19,9 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from .errors import InvalidArgument
+from .text import check_text
+
+__all__ = ["check_text"]  # re-exported: servicers validate text fields with it too
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -97,26 +99,6 @@ def check_request_id(value: str, field: str = "request_id") -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise InvalidArgument(field, "must be a UUID") from None
-
-
-# Control characters other than tab/newline break storage (PostgreSQL refuses NUL)
-# and are never meant in marketing copy; zero-width and bidi controls can hide text.
-# U+200D (zero-width joiner) is allowed only inside emoji sequences such as 👨‍👩‍👧.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c\u200e\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
-_ZWJ = re.compile(r"(?<![\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F])\u200d|\u200d(?![\U0001F000-\U0001FAFF\u2600-\u27BF])")
-
-
-def check_text(value: str, field: str, *, max_len: int, min_len: int = 0, multiline: bool = False) -> str:
-    if _FORBIDDEN.search(value) or _ZWJ.search(value) or (not multiline and ("\n" in value or "\r" in value)):
-        raise InvalidArgument(field, "contains control or invisible characters")
-    if any(unicodedata.category(c) == "Cs" for c in value):
-        raise InvalidArgument(field, "contains unpaired surrogates")
-    length = len(value)
-    if length < min_len:
-        raise InvalidArgument(field, "required" if min_len == 1 else f"needs at least {min_len} characters")
-    if length > max_len:
-        raise InvalidArgument(field, f"at most {max_len} characters, got {length}")
-    return value
 
 
 def mask_paths(paths: Iterable[str], allowed: Iterable[str], field: str = "update_mask") -> set[str]:

@@ -14,16 +14,15 @@
     └── Unavailable                   -> UNAVAILABLE  a backing store is down; retry later
 
 Domain code raises these; only ``services.shared.grpcserver`` turns them into
-status codes, so the mapping lives in one place.
+status codes, so the mapping lives in one place. This module imports nothing,
+so domain packages can use it and stay free of gRPC.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class ServiceError(Exception):
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    status: str = "UNKNOWN"  # a grpc.StatusCode name; mapped in grpcserver
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,7 +30,7 @@ class ServiceError(Exception):
 
 
 class InvalidArgument(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -40,32 +39,32 @@ class InvalidArgument(ServiceError):
 
 
 class NotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class AlreadyExists(ServiceError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    status = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(ServiceError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class Aborted(ServiceError):
-    code = grpc.StatusCode.ABORTED
+    status = "ABORTED"
 
 
 class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    status = "UNAUTHENTICATED"
 
 
 class PermissionDenied(ServiceError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
 
 class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"

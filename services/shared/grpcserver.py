@@ -117,7 +117,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     _principal.set(principal)
                 return principal, body()
             except ServiceError as err:
-                context.abort(err.code, err.message)
+                context.abort(grpc.StatusCode[err.status], err.message)
             except Exception:
                 if context.code() is not None:  # already aborted by the servicer itself
                     raise

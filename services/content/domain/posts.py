@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from services.shared.errors import Aborted, FailedPrecondition, InvalidArgument
-from services.shared.apiutil import check_text
+from services.shared.text import check_text
 
 from . import alternatives, templates
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.shared.apiutil import check_text
+from services.shared.text import check_text
 from services.shared.errors import InvalidArgument
 
 MAX_DISPLAY_NAME = 40
