@@ -43,8 +43,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MINIO_PUBLIC_ENDPOINT", "", "Endpoint browsers reach, for presigned URLs. Empty: MINIO_ENDPOINT."),
     Setting("CONTENTOPS_SECRET_KEY", "", "Signs page tokens. Empty: generated once into the data dir."),
     Setting("CONTENT_GRPC_ADDR", "127.0.0.1:50051", "Where the content service listens."),
-    Setting("DISTRIBUTION_GRPC_ADDR", "127.0.0.1:50052", "Where the distribution service listens."),
-    Setting("TRACKING_GRPC_ADDR", "127.0.0.1:50053", "Where the tracking service listens."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
     Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
     Setting("MAX_ASSET_BYTES", "20971520", "Largest accepted upload (20 MiB)."),
@@ -80,8 +78,6 @@ class Settings:
     minio_public_endpoint: str
     secret_key: bytes
     content_addr: str
-    distribution_addr: str
-    tracking_addr: str
     grpc_max_workers: int
     shutdown_grace_seconds: float
     max_asset_bytes: int
@@ -161,8 +157,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         minio_public_endpoint=env["MINIO_PUBLIC_ENDPOINT"] or env["MINIO_ENDPOINT"],
         secret_key=_secret_key(env["CONTENTOPS_SECRET_KEY"], data_dir),
         content_addr=env["CONTENT_GRPC_ADDR"],
-        distribution_addr=env["DISTRIBUTION_GRPC_ADDR"],
-        tracking_addr=env["TRACKING_GRPC_ADDR"],
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS"),
         max_asset_bytes=_int(env, "MAX_ASSET_BYTES"),
