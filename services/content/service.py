@@ -164,15 +164,8 @@ class ContentService:
             state = PostState.PUBLISHED
         with self.db.read() as s:
             rows = store.list_posts(s, state=state.value if state else None, topic=topic, author=author,
-                                    before_id=before_id, limit=limit)
-            if who.role in EDITORS:
-                return [PostView(p, r) for p, r in rows]
-            views = []
-            for post, _head in rows:
-                live = store.get_revision(s, post.id, post.published_revision)  # type: ignore[arg-type]
-                assert live is not None
-                views.append(PostView(post, live))
-            return views
+                                    before_id=before_id, limit=limit, live=who.role not in EDITORS)
+        return [PostView(p, r) for p, r in rows]
 
     def update_post(self, who: Principal, post_id: str, new: PostContent, paths: set[str], etag: str) -> PostView:
         with self.db.write() as s:

@@ -237,12 +237,14 @@ def list_revisions(s: Session, post_id: str, before: int | None, limit: int) -> 
 
 
 def list_posts(
-    s: Session, *, state: int | None, topic: str | None, author: str | None, before_id: str | None, limit: int
+    s: Session, *, state: int | None, topic: str | None, author: str | None, before_id: str | None, limit: int,
+    live: bool = False,
 ) -> list[tuple[Post, Revision]]:
-    """Newest first, with each post's head revision."""
+    """Newest first, with each post's head revision (or its live one when ``live``)."""
+    number = PostRow.published_revision if live else PostRow.head_revision
     q = (
         select(PostRow, RevisionRow)
-        .join(RevisionRow, (RevisionRow.post_id == PostRow.id) & (RevisionRow.number == PostRow.head_revision))
+        .join(RevisionRow, (RevisionRow.post_id == PostRow.id) & (RevisionRow.number == number))
         .order_by(PostRow.id.desc())
         .limit(limit)
     )
