@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import uuid
 import urllib.request
+import uuid
 from datetime import timedelta
 from pathlib import Path
 

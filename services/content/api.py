@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from services.protos.contentops.content.v1 import content_pb2 as pb
+from services.protos.contentops.content.v1 import content_pb2_grpc as pb_grpc
 from services.shared.apiutil import (
     PageTokens,
     check_request_id,
@@ -25,8 +27,6 @@ from services.shared.apiutil import (
 from services.shared.errors import InvalidArgument
 from services.shared.grpcserver import ServiceSpec, current_principal
 from services.shared.identity.domain import Role
-from services.protos.contentops.content.v1 import content_pb2 as pb
-from services.protos.contentops.content.v1 import content_pb2_grpc as pb_grpc
 
 from .domain.posts import CONTENT_PATHS, BadgePosition, PostContent, PostState, Revision, Variation
 from .domain.topics import Topic

@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.shared.text import check_text
 from services.shared.errors import InvalidArgument
+from services.shared.text import check_text
 
 MAX_DISPLAY_NAME = 40
 MAX_DESCRIPTION = 500
