@@ -322,3 +322,20 @@ def test_domain_does_not_load_grpc_sql_or_celery_even_indirectly() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_template_with_control_characters_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        templates.validate_rep_template("{{ body }}\x00")
+    assert err.value.field == "content.variation.rep_template"
+
+
+def test_multi_picture_jpegs_from_phones_are_accepted() -> None:
+    # Pillow reads a JPEG carrying an MPO index (phone depth maps, previews) as "MPO".
+    first, second = Image.new("RGB", (40, 30), "red"), Image.new("RGB", (40, 30), "blue")
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[second])
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    info = inspect_image(data[:16], io.BytesIO(data), 10_000)
+    assert (info.mime_type, info.width, info.height) == ("image/jpeg", 40, 30)

@@ -162,7 +162,9 @@ def asset_to_pb(a: AssetRow, download_uri: str = "") -> pb.Asset:
 def parse_revision_name(value: str, field: str = "name") -> tuple[str, int]:
     post, sep, number = value.rpartition("/revisions/")
     post_id = parse_name(post, "posts", field) if sep else parse_name("", "posts", field)
-    if not number.isdigit() or not (1 <= int(number) <= 2**31 - 1) or number.startswith("0"):
+    # ASCII digits only: str.isdigit() accepts '²', which int() refuses, and int() refuses > 4300 digits.
+    if (not (number.isascii() and number.isdigit()) or len(number) > 10 or number.startswith("0")
+            or not 1 <= int(number) <= 2**31 - 1):
         raise InvalidArgument(field, "expected 'posts/<id>/revisions/<number>'")
     return post_id, int(number)
 

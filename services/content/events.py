@@ -57,7 +57,11 @@ class CeleryEvents:
     def publish(self, topic: str, payload: bytes) -> None:
         task, queue = TASK_FOR_TOPIC[topic]
         # JSON is Celery's safe serializer; protobuf bytes travel base64-encoded.
-        self.celery.send_task(task, args=[base64.b64encode(payload).decode()], queue=queue)  # type: ignore[attr-defined]
+        # Fire and forget: nobody reads these results. With one, send_task also subscribes to the
+        # result backend (a subscription and a stored result per event), and while Redis is down
+        # each publish then blocks ~20 s in the backend's reconnect retries instead of failing fast.
+        self.celery.send_task(task, args=[base64.b64encode(payload).decode()], queue=queue,  # type: ignore[attr-defined]
+                              ignore_result=True)
 
 
 def decode_payload(arg: str) -> bytes:

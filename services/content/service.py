@@ -317,7 +317,13 @@ class ContentService:
             preexisting = self.blobs.exists(key)
             spool.seek(0)
             if not preexisting:
-                self.blobs.put(key, spool, size, info.mime_type)  # type: ignore[arg-type]
+                try:
+                    self.blobs.put(key, spool, size, info.mime_type)  # type: ignore[arg-type]
+                except BaseException:
+                    # A put can fail after the store kept the bytes (S3 stored the object, the
+                    # response was lost): remove them, or they are orphaned.
+                    self._discard_blob(key, sha, preexisting)
+                    raise
         row = AssetRow(id=new_id(), sha256=sha, mime_type=info.mime_type, size_bytes=size, width=info.width,
                        height=info.height, filename=filename, blob_key=key, uploader_id=who.id, create_time=_now())
         try:

@@ -61,7 +61,8 @@ class PageTokens:
         try:
             encoded, _, signature = token.partition(".")
             body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-            valid = hmac.compare_digest(signature, self._sign(body))
+            # Bytes, not str: compare_digest raises TypeError on non-ASCII str.
+            valid = hmac.compare_digest(signature.encode(), self._sign(body).encode())
             data = json.loads(body) if valid else None
         except (ValueError, UnicodeError):
             data = None
@@ -81,7 +82,7 @@ def parse_name(value: str, collection: str, field: str = "name") -> str:
     prefix = collection + "/"
     if not value:
         raise InvalidArgument(field, f"required, e.g. '{collection}/<id>'")
-    if not value.startswith(prefix) or not _ID.match(value[len(prefix):]):
+    if not value.startswith(prefix) or not _ID.fullmatch(value[len(prefix):]):  # '$' alone allows a final \n
         raise InvalidArgument(field, f"expected '{collection}/<id>', got {_preview(value)}")
     return value[len(prefix):]
 

@@ -100,13 +100,16 @@ class Client:
         return getattr(self.stub, method)(request, metadata=self.metadata, timeout=60)
 
     def upload(self, path: Path) -> pb.Asset:
-        def messages() -> Iterator[pb.UploadAssetRequest]:
-            yield pb.UploadAssetRequest(metadata=pb.AssetMetadata(filename=path.name, request_id=str(uuid.uuid4())))
-            with path.open("rb") as f:
+        # Opened before the call: a missing file is an OSError here, not a request stream that dies
+        # inside grpc's thread and comes back as "UNKNOWN: Exception iterating requests!".
+        with path.open("rb") as f:
+            def messages() -> Iterator[pb.UploadAssetRequest]:
+                yield pb.UploadAssetRequest(metadata=pb.AssetMetadata(filename=path.name,
+                                                                      request_id=str(uuid.uuid4())))
                 while chunk := f.read(UPLOAD_CHUNK):
                     yield pb.UploadAssetRequest(chunk=chunk)
 
-        return self.stub.UploadAsset(messages(), metadata=self.metadata, timeout=120)
+            return self.stub.UploadAsset(messages(), metadata=self.metadata, timeout=120)
 
 
 def _images(client: Client, values: list[str]) -> list[str]:
@@ -158,7 +161,7 @@ def cmd_post(args: argparse.Namespace) -> int:
         request = pb.PublishPostRequest(name=args.name, etag=args.etag or "")
         if args.at:
             ts = timestamp_pb2.Timestamp()
-            ts.FromDatetime(datetime.fromisoformat(args.at))
+            ts.FromDatetime(args.at)
             request.publish_time.CopyFrom(ts)
         _print(client.call("PublishPost", request))
     elif action == "get":
@@ -194,6 +197,17 @@ def cmd_asset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aware_time(value: str) -> datetime:
+    """``--at``: ISO 8601 with an offset; a bare time would silently be taken as UTC."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time, e.g. 2026-12-01T09:00:00+08:00") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no UTC offset; add one, e.g. {value}+08:00")
+    return when
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contentops", description="ContentOps command line")
     parser.add_argument("--server", help="content service address (default: CONTENT_GRPC_ADDR)")
@@ -223,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--protect", action="append", default=[], help="a phrase that must never change")
     post.add_argument("--template", help="rep template, e.g. '{{ body }}\\n—— {{ rep.signature }}'")
     post.add_argument("--badge", action=argparse.BooleanOptionalAction, default=None)
-    post.add_argument("--at", help="publish later: ISO 8601 time with offset")
+    post.add_argument("--at", type=_aware_time, help="publish later: ISO 8601 time with offset")
     post.add_argument("--etag")
     post.add_argument("--state", choices=["draft", "scheduled", "published", "archived"])
     post.add_argument("--page-size", type=int, default=50)
@@ -254,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ServiceError as err:
         print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a local file named on the command line (--body-file, --image, upload)
+        print(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
 
 

@@ -65,6 +65,16 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
+def _session_utc(dbapi_conn: Any, _record: Any) -> None:
+    """Sessions in UTC whatever the server's default: in, say, Asia/Shanghai the driver
+    cannot load a timestamptz near the end of year 9999 (it would be local year 10000)."""
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True  # a SET inside a transaction the pool rolls back would be undone
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    dbapi_conn.autocommit = autocommit
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
@@ -75,6 +85,7 @@ class Database:
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
             )
+            event.listen(self.engine, "connect", _session_utc)
             self._read_engine = self.engine
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)

@@ -186,6 +186,21 @@ class ServiceSpec:
     roles: RolesTable
 
 
+class _HealthServicer(health.HealthServicer):
+    """grpcio's health service, plus ending open ``Watch`` streams when the server drains.
+
+    A ``Watch`` (gRPC client-side health checking keeps one open per connection)
+    is an in-flight RPC that never finishes by itself: left open, it holds
+    ``server.stop(grace)`` for the whole grace period after the real work is done.
+    """
+
+    def end_watches(self) -> None:
+        with self._lock:  # grpcio's own lock and registry of watchers
+            callbacks = [cb for watchers in self._send_response_callbacks.values() for cb in watchers]
+        for send_response in callbacks:
+            send_response(None)  # None ends the stream with status OK, after the NOT_SERVING already sent
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -203,7 +218,7 @@ class GrpcServer:
         )
         for spec in specs:
             spec.add_to_server(spec.servicer, self.server)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = _HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [s.full_name for s in specs]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
@@ -221,8 +236,10 @@ class GrpcServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Mark NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(self.grace_seconds if grace is None else grace).wait()
+        self.health.enter_graceful_shutdown()  # watchers hear NOT_SERVING
+        stopped = self.server.stop(self.grace_seconds if grace is None else grace)
+        self.health.end_watches()  # after stop(): no new Watch can start and pin the drain again
+        stopped.wait()
         if not self._draining:
             self._done.set()
 

@@ -19,7 +19,10 @@ from services.shared.errors import InvalidArgument
 
 SNIFF_BYTES = 16
 
-_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+# Phones save multi-picture JPEGs (depth maps, previews); Pillow calls them MPO. They are JPEGs.
+# The JPEG opener returns an MPO image for those.
+_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_OPENERS = ["JPEG", "PNG", "WEBP"]
 
 
 def sniff_mime(head: bytes) -> str | None:
@@ -47,7 +50,7 @@ def inspect_image(head: bytes, stream: BinaryIO, max_pixels: int, field: str = "
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream, formats=list(_FORMATS)) as img:
+            with Image.open(stream, formats=_OPENERS) as img:
                 width, height, fmt = img.width, img.height, img.format
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidArgument(field, "image header is unreadable or implausibly large") from None

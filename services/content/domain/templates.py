@@ -16,6 +16,7 @@ from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from services.shared.errors import InvalidArgument
+from services.shared.text import check_text
 
 FIELD = "content.variation.rep_template"
 MAX_TEMPLATE_CHARS = 1000
@@ -78,8 +79,7 @@ def validate_rep_template(source: str) -> str:
     """Return the template to store (the default when empty), or raise InvalidArgument."""
     if not source.strip():
         return ""
-    if len(source) > MAX_TEMPLATE_CHARS:
-        raise InvalidArgument(FIELD, f"at most {MAX_TEMPLATE_CHARS} characters")
+    check_text(source, FIELD, max_len=MAX_TEMPLATE_CHARS, multiline=True)
     try:
         tree = _env.parse(source)
     except TemplateError as err:

@@ -121,5 +121,9 @@ class MinioBlobStore:
         """Every key under ``prefix`` (tests use it to prove nothing was orphaned)."""
         try:
             return [o.object_name for o in self.client.list_objects(bucket_name=self.bucket, prefix=prefix, recursive=True)]
+        except S3Error as err:
+            if err.code == "NoSuchBucket":  # nothing was ever stored
+                return []
+            raise Unavailable(f"blob store error: {err.code}") from err
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as err:
             raise Unavailable("blob store unavailable, retry later") from err

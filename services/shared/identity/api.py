@@ -22,6 +22,8 @@ ROLES = {
     "RevokeToken": frozenset(Role),  # anyone may revoke their own token; admins any
 }
 
+MAX_REP = 64  # identity_users.rep is VARCHAR(64)
+
 _ROLE_TO_PB = {Role.ADMIN: pb.ROLE_ADMIN, Role.EDITOR: pb.ROLE_EDITOR, Role.REP: pb.ROLE_REP, Role.SALES: pb.ROLE_SALES}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 
@@ -60,6 +62,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             if u.role != pb.ROLE_REP:
                 raise InvalidArgument("user.rep", "only a ROLE_REP user links to a rep")
             rep = f"reps/{parse_name(u.rep, 'reps', 'user.rep')}"
+            if len(rep) > MAX_REP:
+                raise InvalidArgument("user.rep", f"at most {MAX_REP} characters")
         principal, token, secret = self.store.create_user(u.display_name.strip(), _ROLE_FROM_PB[u.role], rep)
         return pb.CreateUserResponse(user=user_to_pb(principal, token.create_time), token=token_to_pb(token),
                                      secret=secret)
