@@ -113,7 +113,7 @@ def test_upload_records_metadata_and_dedupes_by_sha256(harness, editor) -> None:
     assert asset.filename == "家长会.jpg"
     again = harness.content.UploadAsset(upload_messages(data, "copy.jpg", chunk=7), metadata=editor)
     assert again.name == asset.name
-    assert harness.app.blobs.keys("originals/") == [f"originals/{asset.sha256[:2]}/{asset.sha256}"]
+    assert harness.app.blobs.keys("originals/") == [f"originals/{asset.name.split('/')[1]}"]  # one blob, no copy
 
 
 def test_uploaded_bytes_come_back_by_download_and_by_url(harness, editor) -> None:
@@ -375,3 +375,17 @@ def test_reps_see_only_live_revisions_of_published_posts(harness, editor) -> Non
     listed = harness.content.ListPosts(pb.ListPostsRequest(), metadata=rep)
     assert [p.content.title for p in listed.posts] == ["上线版"]
     assert harness.content.ListPosts(pb.ListPostsRequest(state=pb.POST_STATE_DRAFT), metadata=rep).posts == []
+
+
+def test_concurrent_uploads_of_the_same_photo_give_one_asset_and_one_blob(harness, editor) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = jpeg(7, (200, 150))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda _: harness.content.UploadAsset(upload_messages(data, chunk=4096),
+                                                                      metadata=editor), range(6)))
+    assert len({a.name for a in results}) == 1
+    assert harness.app.blobs.keys("originals/") == [f"originals/{results[0].name.split('/')[1]}"]
+    streamed = b"".join(m.chunk for m in harness.content.DownloadAsset(pb.DownloadAssetRequest(name=results[0].name),
+                                                                       metadata=editor))
+    assert streamed == data

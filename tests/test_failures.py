@@ -419,7 +419,7 @@ def test_s3_down_gives_unavailable(pg_url: str, s3_server: infra.S3Server, tmp_p
                     assert got.sha256 == stored.sha256 and got.download_uri
             finally:
                 down.close()
-        assert healthy.blobs.keys() == [f"originals/{stored.sha256[:2]}/{stored.sha256}"]
+        assert healthy.blobs.keys() == [f"originals/{stored.name.split('/')[1]}"]
     finally:
         healthy.close()
 

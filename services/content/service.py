@@ -313,18 +313,20 @@ class ContentService:
                 if request_id:
                     self._remember_upload(who, request_id, existing.id)
                 return existing
-            key = f"originals/{sha[:2]}/{sha}"
-            preexisting = self.blobs.exists(key)
+            # Each upload writes its own key, so a failed upload only ever removes its own
+            # bytes: with content-addressed keys, a failure could delete the blob that a
+            # concurrent upload of the same file is about to commit a row for.
+            asset_id = new_id()
+            key = f"originals/{asset_id}"
             spool.seek(0)
-            if not preexisting:
-                try:
-                    self.blobs.put(key, spool, size, info.mime_type)  # type: ignore[arg-type]
-                except BaseException:
-                    # A put can fail after the store kept the bytes (S3 stored the object, the
-                    # response was lost): remove them, or they are orphaned.
-                    self._discard_blob(key, sha, preexisting)
-                    raise
-        row = AssetRow(id=new_id(), sha256=sha, mime_type=info.mime_type, size_bytes=size, width=info.width,
+            try:
+                self.blobs.put(key, spool, size, info.mime_type)  # type: ignore[arg-type]
+            except BaseException:
+                # A put can fail after the store kept the bytes (S3 stored the object, the
+                # response was lost): remove them, or they are orphaned.
+                self._discard_blob(key)
+                raise
+        row = AssetRow(id=asset_id, sha256=sha, mime_type=info.mime_type, size_bytes=size, width=info.width,
                        height=info.height, filename=filename, blob_key=key, uploader_id=who.id, create_time=_now())
         try:
             with self.db.write() as s:
@@ -334,15 +336,15 @@ class ContentService:
                     store.remember_request(s, who.id, request_id, "UploadAsset", row.id)
             return row
         except IntegrityError:
-            # Someone uploaded the same bytes at the same moment: theirs is ours.
+            # The same bytes were uploaded at the same moment and that row won: it is ours too.
+            self._discard_blob(key)
             with self.db.read() as s:
                 winner = store.get_asset_by_sha(s, sha)
             if winner is None:
-                self._discard_blob(key, sha, preexisting)
                 raise Unavailable("upload raced with another and lost; retry") from None
             return winner
         except BaseException:
-            self._discard_blob(key, sha, preexisting)
+            self._discard_blob(key)
             raise
 
     def _remember_upload(self, who: Principal, request_id: str, asset_id: str) -> None:
@@ -352,16 +354,11 @@ class ContentService:
         except IntegrityError:
             pass
 
-    def _discard_blob(self, key: str, sha: str, preexisting: bool) -> None:
-        """Remove a blob whose row never landed, unless something else owns it."""
-        if preexisting:
-            return
+    def _discard_blob(self, key: str) -> None:
+        """Remove the blob of an upload whose row never landed (its key is this upload's own)."""
         try:
-            with self.db.read() as s:
-                if store.get_asset_by_sha(s, sha) is not None:
-                    return
             self.blobs.delete(key)
-        except Exception:  # the database or store is down: log the orphan for the sweeper
+        except Exception:  # the store is down: the orphan is logged for an operator
             log.error("could not remove orphan blob %s after a failed upload", key, exc_info=True)
 
     def get_asset(self, asset_id: str) -> tuple[AssetRow, str]:

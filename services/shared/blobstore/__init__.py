@@ -1,8 +1,8 @@
 """Blob store: one port, a local-folder adapter (embedded default) and a MinIO adapter.
 
-Keys are content-addressed by the callers (``originals/<sha256>``), so a put of
-an existing key is harmless. ``put`` is atomic on both adapters: a reader never
-sees a partial blob, and a failed put leaves nothing behind.
+Callers choose the keys (originals are ``originals/<asset id>``). ``put`` is
+atomic on both adapters: a reader never sees a partial blob, and a failed put
+leaves nothing behind.
 """
 
 from __future__ import annotations
