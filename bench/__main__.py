@@ -1,0 +1,208 @@
+"""``python -m bench [--quick]``: run every benchmark, write bench/results.md and print it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from services.shared.blobstore import blob_store_from_settings
+from services.shared.settings import load_settings
+
+from . import reads, uploads
+from .common import (
+    Backend,
+    Row,
+    content_server,
+    median,
+    ms,
+    percentile,
+    postgres_database,
+    postgres_version,
+    render_table,
+    s3_endpoint,
+    sink_server,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+QUICK_RESULTS = Path(__file__).resolve().parent / "out" / "results-quick.md"  # git-ignored: smoke runs do not overwrite
+UPLOAD_TARGET = 0.5  # UploadAsset MB/s at least half of a plain put of the same bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    posts: int
+    calls: int  # per (RPC, concurrency) setting
+    max_seconds: float  # per setting: a slow RPC stops early rather than blow the time budget
+    warmup: int  # calls per client before measuring
+    rounds: int  # each setting's calls are split into rounds, interleaved with the other RPCs'
+    concurrency: tuple[int, ...]
+    uploads: int
+    chunks: tuple[int, ...]
+
+
+FULL = Plan(posts=500, calls=2000, max_seconds=12.0, warmup=20, rounds=4, concurrency=(1, 16), uploads=12,
+            chunks=(1024 * 1024, 512 * 1024))
+QUICK = Plan(posts=120, calls=200, max_seconds=2.0, warmup=3, rounds=2, concurrency=(1, 16), uploads=3,
+             chunks=(1024 * 1024,))
+
+
+@dataclass
+class Detail:
+    setting: str
+    load: reads.Load
+
+
+def bench_reads(backend: Backend, address: str, seeded: reads.Seeded, plan: Plan,
+                rows: list[Row], details: list[Detail]) -> None:
+    """Each RPC and its floor take turns in short rounds, so a busy moment on a shared machine hits them alike."""
+    calls = {
+        "health Check (floor)": reads.health_check(),
+        "GetPost": reads.get_post(seeded),
+        f"ListPosts {reads.PAGE_SIZE}/page (editor)": reads.list_posts(seeded),
+        f"ListPosts {reads.PAGE_SIZE}/page (sales)": reads.list_posts(seeded, as_sales=True),
+    }
+    for clients in plan.concurrency:
+        who = f"{clients} client{'s' if clients > 1 else ''}"
+        loads: dict[str, reads.Load] = {}
+        for round_ in range(plan.rounds):
+            for label, factory in calls.items():
+                load = reads.run_load(address, clients, plan.calls // plan.rounds, plan.max_seconds / plan.rounds,
+                                      plan.warmup if round_ == 0 else 2, factory)
+                loads[label] = loads[label].merge(load) if label in loads else load
+        for label, load in loads.items():
+            details.append(Detail(f"{label}, {who} — {backend.name}", load))
+            print(f"  {label:<34} {who:>10}: p50 {ms(percentile(load.latencies, 50)):>10}  "
+                  f"p99 {ms(percentile(load.latencies, 99)):>10}  {load.throughput:7.0f} calls/s"
+                  + (f"  {load.errors} errors ({load.first_error})" if load.errors else ""), flush=True)
+        floor = loads.pop("health Check (floor)")
+        for label, load in loads.items():
+            for q in (50, 99):
+                value, base = percentile(load.latencies, q), percentile(floor.latencies, q)
+                rows.append(Row(f"{label} p{q}, {who} — {backend.name}", ms(value), "—",
+                                f"health Check p{q}: {ms(base)}", f"{value / base:.1f}×"))
+
+
+def bench_uploads(backend: Backend, address: str, sink: str, seeded: reads.Seeded, plan: Plan, photo: bytes,
+                  rows: list[Row]) -> None:
+    store = blob_store_from_settings(load_settings(backend.env))
+    size = f"{len(photo) / 1e6:.1f} MB JPEG"
+    for chunk in plan.chunks:
+        result = uploads.compare(address, seeded.editor, sink, store, photo, plan.uploads, chunk)
+        over_grpc, floor, transport = result.upload, result.put, result.transport
+        ratio = over_grpc.mb_per_s / floor.mb_per_s
+        label = f"UploadAsset {size}, {chunk // 1024} KiB chunks — {backend.name} + {backend.store}"
+        print(f"  {label}: {over_grpc.mb_per_s:.0f} MB/s ({ms(median(over_grpc.seconds))} each); "
+              f"plain put {floor.mb_per_s:.0f} MB/s -> ratio {ratio:.2f}; "
+              f"gRPC stream to a sink {transport.mb_per_s:.0f} MB/s", flush=True)
+        rows.append(Row(label, f"{over_grpc.mb_per_s:.0f} MB/s", f"≥ {UPLOAD_TARGET} × plain put",
+                        f"{backend.store} put: {floor.mb_per_s:.0f} MB/s",
+                        f"{ratio:.{3 if abs(ratio - UPLOAD_TARGET) < 0.01 else 2}f} "
+                        f"({'meets' if ratio >= UPLOAD_TARGET else 'misses'} target)"))
+        rows.append(Row("↳ same uploads against the gRPC transport alone", f"{over_grpc.mb_per_s:.0f} MB/s", "—",
+                        f"stream to a sink: {transport.mb_per_s:.0f} MB/s",
+                        f"{over_grpc.mb_per_s / transport.mb_per_s:.2f}"))
+
+
+def bench_backend(backend: Backend, plan: Plan, photo: bytes, sink: str, logs: Path, rows: list[Row],
+                  details: list[Detail]) -> None:
+    print(f"\n{backend.name} + {backend.store}: seeding {plan.posts} posts ...", flush=True)
+    started = time.perf_counter()
+    seeded = reads.seed(backend, plan.posts)
+    backend.notes.append(f"seeded {plan.posts} posts ({seeded.published} published) in "
+                         f"{time.perf_counter() - started:.1f}s")
+    with content_server(backend, logs / f"content-{backend.name.lower()}.log") as address:
+        bench_reads(backend, address, seeded, plan, rows, details)
+        bench_uploads(backend, address, sink, seeded, plan, photo, rows)
+
+
+def render(plan: Plan, quick: bool, rows: list[Row], details: list[Detail], backends: list[Backend],
+           elapsed: float, skipped: list[str], load_before: tuple[float, ...]) -> str:
+    lines = [
+        "# Benchmarks (`make bench`)",
+        "",
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · {'QUICK smoke run, not for comparison · ' if quick else ''}"
+        f"{platform.machine()} · {len(os.sched_getaffinity(0))} CPUs · Python {platform.python_version()} · "
+        f"grpcio {grpc.__version__} · PostgreSQL {postgres_version() if not skipped else 'n/a'} · {elapsed:.0f}s in all",
+        "",
+        "Content server: `python -m services.content` in its own process on loopback (16 RPC threads, "
+        "auth cache on); clients: threads in the bench process, each with its own connection. "
+        f"Each latency setting: {plan.calls} calls after {plan.warmup} warm-up calls per client, "
+        f"or fewer if it ran past {plan.max_seconds:.0f}s, in {plan.rounds} rounds taking turns with the other RPCs. "
+        "The floor of every latency row is the gRPC health Check on the same server at the same concurrency "
+        "(no auth, no database). Client and server share the machine's cores. No latency targets are set yet (—). "
+        "Uploads: each round does one UploadAsset, one plain put and one stream to a gRPC sink (a server that "
+        "only counts bytes), in rotating order, each with never-seen bytes; MB/s are medians.",
+        "",
+        render_table(rows),
+        "## Per setting",
+        "",
+        "| setting | calls | wall | calls/s | errors |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {d.setting} | {len(d.load.latencies)} | {d.load.wall:.1f}s | {d.load.throughput:.0f} | "
+          f"{d.load.errors}{' (' + d.load.first_error + ')' if d.load.errors else ''} |" for d in details),
+        "",
+        "## Notes",
+        "",
+        *(f"- {b.name} + {b.store}: {'; '.join(b.notes)}" for b in backends),
+        *(f"- skipped: {s}" for s in skipped),
+        f"- machine load average (1 min) {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+        f"on {len(os.sched_getaffinity(0))} CPUs: other work on the machine shows up in measured and floor alike, "
+        "since they run interleaved.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run with small counts")
+    parser.add_argument("--out", type=Path, help="where to write the table (default bench/results.md, "
+                                                 "bench/out/results-quick.md with --quick)")
+    args = parser.parse_args(argv)
+    out: Path = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    plan = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    load_before = os.getloadavg()
+    rows: list[Row] = []
+    details: list[Detail] = []
+    backends: list[Backend] = []
+    skipped: list[str] = []
+    photo = uploads.noisy_photo()
+    with tempfile.TemporaryDirectory(prefix="contentops-bench-") as tmp, sink_server() as sink:
+        root = Path(tmp)
+        common = {"CONTENTOPS_SECRET_KEY": "bench-secret"}
+        embedded = Backend("SQLite", "local folder", {**common, "CONTENTOPS_DATA_DIR": str(root / "embedded")})
+        backends.append(embedded)
+        bench_backend(embedded, plan, photo, sink, root / "logs", rows, details)
+        with contextlib.ExitStack() as stack:
+            try:
+                url = stack.enter_context(postgres_database())
+            except Exception as err:  # noqa: BLE001 - reported in the results instead
+                skipped.append(f"PostgreSQL backend: {err.__class__.__name__}: {err}")
+                url = ""
+            if url:
+                s3, label = stack.enter_context(s3_endpoint("bench-content"))
+                production = Backend("PostgreSQL", label,
+                                     {**common, **s3, "CONTENTOPS_DATA_DIR": str(root / "production"),
+                                      "DATABASE_URL": url})
+                backends.append(production)
+                bench_backend(production, plan, photo, sink, root / "logs", rows, details)
+    text = render(plan, args.quick, rows, details, backends, time.perf_counter() - began, skipped, load_before)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

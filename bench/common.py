@@ -1,0 +1,197 @@
+"""What the benchmarks share: backing stores, a content server process, statistics, the table.
+
+The content server runs as its own process (``python -m services.content``,
+exactly what production runs) so the benchmark's client threads do not share
+its interpreter lock; both still share this machine's cores, which the floor
+rows measure too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.shared.healthcheck import check
+from services.shared.settings import SETTINGS
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or os.environ.get("TEST_PG_URL") or \
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SETTING_NAMES = {s.env for s in SETTINGS}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without any ContentOps setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(extra)
+    return env
+
+
+# ---- backing stores -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (like tests/infra.pg_database), dropped afterwards."""
+    import psycopg
+
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    name = f"co_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_version() -> str:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port} within {seconds:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def s3_endpoint(bucket: str) -> Iterator[tuple[dict[str, str], str]]:
+    """(MINIO_* settings, label): a real MinIO when MINIO_ENDPOINT is set, else moto in its own process."""
+    if os.environ.get("MINIO_ENDPOINT"):
+        yield {
+            "MINIO_ENDPOINT": os.environ["MINIO_ENDPOINT"],
+            "MINIO_ACCESS_KEY": os.environ.get("MINIO_ACCESS_KEY", "minioadmin"),
+            "MINIO_SECRET_KEY": os.environ.get("MINIO_SECRET_KEY", "minioadmin"),
+            "MINIO_BUCKET": bucket,
+        }, "MinIO"
+        return
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, proc, "moto server")
+        yield {"MINIO_ENDPOINT": f"127.0.0.1:{port}", "MINIO_ACCESS_KEY": "bench", "MINIO_SECRET_KEY": "bench-secret",
+               "MINIO_BUCKET": bucket}, "moto S3"
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def sink_server() -> Iterator[str]:
+    """``python -m bench.sink``: the transport floor for uploads (see bench/sink.py)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sink", f"127.0.0.1:{port}"], cwd=ROOT, env=clean_environ())
+    try:
+        _wait_for_port(port, proc, "gRPC sink")
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+# ---- the content server -------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    """One configuration of the content service under test."""
+
+    name: str  # "SQLite" / "PostgreSQL"
+    store: str  # blob store label
+    env: dict[str, str]  # settings (CONTENTOPS_DATA_DIR, DATABASE_URL, MINIO_*, ...)
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def content_server(backend: Backend, log_path: Path) -> Iterator[str]:
+    """``python -m services.content`` on a loopback port; yields its address once it answers SERVING."""
+    address = f"127.0.0.1:{free_port()}"
+    env = clean_environ(**backend.env, CONTENT_GRPC_ADDR=address, LOG_LEVEL="WARNING",
+                        DATABASE_AUTO_MIGRATE="0",  # seeding migrated it
+                        SCHEDULER_INTERVAL_SECONDS="3600")  # keep the periodic sweeps out of the measurements
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "services.content"], env=env, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"content server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            ok, _ = check(address, timeout=1)
+            if ok:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"content server not SERVING after 60s: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield address
+    finally:
+        _stop(proc)
+
+
+# ---- statistics and the table ----------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def median(values: list[float]) -> float:
+    return percentile(sorted(values), 50)
+
+
+@dataclass
+class Row:
+    figure: str
+    measured: str
+    target: str
+    floor: str
+    ratio: str
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def render_table(rows: list[Row]) -> str:
+    header = "| figure | measured | target | baseline/floor (same run) | ratio |\n|---|---:|---|---:|---:|\n"
+    return header + "".join(f"| {r.figure} | {r.measured} | {r.target} | {r.floor} | {r.ratio} |\n" for r in rows)
