@@ -389,3 +389,17 @@ def test_concurrent_uploads_of_the_same_photo_give_one_asset_and_one_blob(harnes
     streamed = b"".join(m.chunk for m in harness.content.DownloadAsset(pb.DownloadAssetRequest(name=results[0].name),
                                                                        metadata=editor))
     assert streamed == data
+
+
+def test_target_teams_are_kept_and_travel_with_the_publish_event(harness, editor) -> None:
+    content = post_content()
+    content.target_teams.extend(["teams/east", "teams/north"])
+    post = harness.content.CreatePost(pb.CreatePostRequest(content=content), metadata=editor)
+    assert list(post.content.target_teams) == ["teams/east", "teams/north"]
+    harness.content.PublishPost(pb.PublishPostRequest(name=post.name), metadata=editor)
+    event = events_pb2.PostPublishedEvent.FromString(harness.received[0])
+    assert list(event.content.target_teams) == ["teams/east", "teams/north"]
+    bad = post_content()
+    bad.target_teams.append("east")
+    err = rpc_error(harness.content.CreatePost, pb.CreatePostRequest(content=bad), metadata=editor)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("content.target_teams[0]")

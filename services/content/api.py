@@ -72,6 +72,7 @@ DOWNLOAD_CHUNK = 256 * 1024
 def content_from_pb(c: pb.PostContent) -> PostContent:
     images = tuple(parse_name(n, "assets", f"content.images[{i}]") for i, n in enumerate(c.images))
     topics = tuple(parse_name(n, "topics", f"content.topics[{i}]") for i, n in enumerate(c.topics))
+    teams = tuple(parse_name(n, "teams", f"content.target_teams[{i}]") for i, n in enumerate(c.target_teams))
     v = c.variation
     if v.badge_position == pb.BADGE_POSITION_UNSPECIFIED:
         position = BadgePosition.BOTTOM_RIGHT
@@ -86,6 +87,7 @@ def content_from_pb(c: pb.PostContent) -> PostContent:
         images=images,
         topics=topics,
         variation=Variation(tuple(v.protected_phrases), v.rep_template, v.badge_enabled, position),
+        target_teams=teams,
     )
 
 
@@ -96,6 +98,7 @@ def content_to_pb(c: PostContent) -> pb.PostContent:
         body=c.body,
         images=[f"assets/{a}" for a in c.images],
         topics=[f"topics/{t}" for t in c.topics],
+        target_teams=[f"teams/{t}" for t in c.target_teams],
         variation=pb.VariationSettings(
             protected_phrases=list(v.protected_phrases),
             rep_template=v.rep_template,
@@ -212,7 +215,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         post_id = parse_name(request.post.name, "posts", "post.name")
         paths = mask_paths(request.update_mask.paths, CONTENT_PATHS)
         if "*" in request.update_mask.paths:
-            paths = {"content.title", "content.body", "content.images", "content.topics", "content.variation"}
+            paths = {"content.title", "content.body", "content.images", "content.topics", "content.variation",
+                     "content.target_teams"}
         new = content_from_pb(request.post.content)
         view = self.service.update_post(current_principal(), post_id, new, paths, request.post.etag)
         return post_to_pb(view)

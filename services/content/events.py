@@ -89,6 +89,7 @@ def build_published_event(event_id: str, revision: "Revision", assets: "list[Ass
             rep_template=c.variation.rep_template,
             badge_enabled=c.variation.badge_enabled,
             badge_position=c.variation.badge_position.value,
+            target_teams=[f"teams/{t}" for t in c.target_teams],
         ),
     )
     event.publish_time.FromDatetime(now)

@@ -72,6 +72,7 @@ class RevisionRow(Base):
     images: Mapped[list[str]] = mapped_column(JSON)
     topics: Mapped[list[str]] = mapped_column(JSON)
     variation: Mapped[dict[str, Any]] = mapped_column(JSON)
+    target_teams: Mapped[list[str]] = mapped_column(JSON, default=list)
     author_id: Mapped[str] = mapped_column(String(26))
     create_time: Mapped[datetime] = mapped_column(TS)
     publish_time: Mapped[datetime | None] = mapped_column(TS, nullable=True)

@@ -162,6 +162,7 @@ def _revision(row: RevisionRow) -> Revision:
         images=tuple(row.images),
         topics=tuple(row.topics),
         variation=_variation(row.variation),
+        target_teams=tuple(row.target_teams or ()),
     )
     return Revision(row.post_id, row.number, content, row.author_id, utc(row.create_time), utc(row.publish_time))  # type: ignore[arg-type]
 
@@ -201,6 +202,7 @@ def insert_revision(s: Session, rev: Revision) -> None:
             images=list(c.images),
             topics=list(c.topics),
             variation=_variation_json(c.variation),
+            target_teams=list(c.target_teams),
             author_id=rev.author_id,
             create_time=rev.create_time,
             publish_time=rev.publish_time,

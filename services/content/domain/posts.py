@@ -35,6 +35,7 @@ MAX_IMAGES = 9
 MAX_TOPICS = 10
 MAX_PROTECTED = 50
 MAX_PROTECTED_CHARS = 100
+MAX_TARGET_TEAMS = 100
 
 
 class PostState(enum.Enum):
@@ -66,6 +67,7 @@ class PostContent:
     images: tuple[str, ...] = ()  # asset ids
     topics: tuple[str, ...] = ()  # topic ids
     variation: Variation = field(default_factory=Variation)
+    target_teams: tuple[str, ...] = ()  # team ids (distribution's); empty: every rep
 
 
 def validate_content(content: PostContent) -> PostContent:
@@ -83,6 +85,9 @@ def validate_content(content: PostContent) -> PostContent:
     if len(content.topics) > MAX_TOPICS:
         raise InvalidArgument("content.topics", f"at most {MAX_TOPICS} topics")
     _no_duplicates(content.topics, "content.topics")
+    if len(content.target_teams) > MAX_TARGET_TEAMS:
+        raise InvalidArgument("content.target_teams", f"at most {MAX_TARGET_TEAMS} teams")
+    _no_duplicates(content.target_teams, "content.target_teams")
     v = content.variation
     if len(v.protected_phrases) > MAX_PROTECTED:
         raise InvalidArgument("content.variation.protected_phrases", f"at most {MAX_PROTECTED} phrases")
@@ -215,13 +220,14 @@ CONTENT_PATHS = (
     "content.variation.rep_template",
     "content.variation.badge_enabled",
     "content.variation.badge_position",
+    "content.target_teams",
 )
 
 
 def merge_content(old: PostContent, new: PostContent, paths: set[str]) -> PostContent:
     """Apply an update mask: take the named fields from ``new``, the rest from ``old``."""
     merged = old
-    for name in ("title", "body", "images", "topics"):
+    for name in ("title", "body", "images", "topics", "target_teams"):
         if f"content.{name}" in paths:
             merged = replace(merged, **{name: getattr(new, name)})
     if "content.variation" in paths:

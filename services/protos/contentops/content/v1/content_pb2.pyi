@@ -50,18 +50,20 @@ class VariationSettings(_message.Message):
     def __init__(self, protected_phrases: _Optional[_Iterable[str]] = ..., rep_template: _Optional[str] = ..., badge_enabled: _Optional[bool] = ..., badge_position: _Optional[_Union[BadgePosition, str]] = ...) -> None: ...
 
 class PostContent(_message.Message):
-    __slots__ = ("title", "body", "images", "topics", "variation")
+    __slots__ = ("title", "body", "images", "topics", "variation", "target_teams")
     TITLE_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     VARIATION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TEAMS_FIELD_NUMBER: _ClassVar[int]
     title: str
     body: str
     images: _containers.RepeatedScalarFieldContainer[str]
     topics: _containers.RepeatedScalarFieldContainer[str]
     variation: VariationSettings
-    def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ..., images: _Optional[_Iterable[str]] = ..., topics: _Optional[_Iterable[str]] = ..., variation: _Optional[_Union[VariationSettings, _Mapping]] = ...) -> None: ...
+    target_teams: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ..., images: _Optional[_Iterable[str]] = ..., topics: _Optional[_Iterable[str]] = ..., variation: _Optional[_Union[VariationSettings, _Mapping]] = ..., target_teams: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Post(_message.Message):
     __slots__ = ("name", "content", "state", "author", "head_revision", "published_revision", "has_unpublished_changes", "scheduled_publish_time", "scheduled_revision", "create_time", "update_time", "publish_time", "etag")

@@ -26,7 +26,7 @@ class PostPublishedEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., post: _Optional[str] = ..., revision: _Optional[str] = ..., content: _Optional[_Union[PostContentSnapshot, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., published_by: _Optional[str] = ...) -> None: ...
 
 class PostContentSnapshot(_message.Message):
-    __slots__ = ("title", "body", "images", "topics", "protected_phrases", "rep_template", "badge_enabled", "badge_position")
+    __slots__ = ("title", "body", "images", "topics", "protected_phrases", "rep_template", "badge_enabled", "badge_position", "target_teams")
     TITLE_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class PostContentSnapshot(_message.Message):
     REP_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     BADGE_ENABLED_FIELD_NUMBER: _ClassVar[int]
     BADGE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TEAMS_FIELD_NUMBER: _ClassVar[int]
     title: str
     body: str
     images: _containers.RepeatedCompositeFieldContainer[ImageRef]
@@ -43,7 +44,8 @@ class PostContentSnapshot(_message.Message):
     rep_template: str
     badge_enabled: bool
     badge_position: int
-    def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageRef, _Mapping]]] = ..., topics: _Optional[_Iterable[str]] = ..., protected_phrases: _Optional[_Iterable[str]] = ..., rep_template: _Optional[str] = ..., badge_enabled: _Optional[bool] = ..., badge_position: _Optional[int] = ...) -> None: ...
+    target_teams: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageRef, _Mapping]]] = ..., topics: _Optional[_Iterable[str]] = ..., protected_phrases: _Optional[_Iterable[str]] = ..., rep_template: _Optional[str] = ..., badge_enabled: _Optional[bool] = ..., badge_position: _Optional[int] = ..., target_teams: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImageRef(_message.Message):
     __slots__ = ("asset", "sha256", "mime_type", "width", "height", "blob_key")

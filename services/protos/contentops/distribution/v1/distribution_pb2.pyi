@@ -35,12 +35,14 @@ class Rep(_message.Message):
     def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., signature: _Optional[str] = ..., store: _Optional[str] = ..., region: _Optional[str] = ..., team: _Optional[str] = ..., contact_qr_asset: _Optional[str] = ..., user: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Team(_message.Message):
-    __slots__ = ("name", "display_name")
+    __slots__ = ("name", "display_name", "create_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RepCopy(_message.Message):
     __slots__ = ("name", "rep", "revision", "text", "images", "share_token", "render_time")
@@ -61,16 +63,32 @@ class RepCopy(_message.Message):
     def __init__(self, name: _Optional[str] = ..., rep: _Optional[str] = ..., revision: _Optional[str] = ..., text: _Optional[str] = ..., images: _Optional[_Iterable[_Union[CopyImage, _Mapping]]] = ..., share_token: _Optional[str] = ..., render_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CopyImage(_message.Message):
-    __slots__ = ("uri", "sha256", "width", "height")
+    __slots__ = ("name", "uri", "sha256", "width", "height", "mime_type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
     uri: str
     sha256: str
     width: int
     height: int
-    def __init__(self, uri: _Optional[str] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    mime_type: str
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mime_type: _Optional[str] = ...) -> None: ...
+
+class DownloadCopyImageRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DownloadCopyImageResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
 
 class CreateRepRequest(_message.Message):
     __slots__ = ("rep", "request_id")
@@ -153,12 +171,18 @@ class PreviewCopiesRequest(_message.Message):
     def __init__(self, post: _Optional[str] = ..., sample_reps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PreviewCopiesResponse(_message.Message):
-    __slots__ = ("copies", "capacity_estimate")
+    __slots__ = ("copies", "capacity_estimate", "targeted_reps", "policy_met", "warning")
     COPIES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_REPS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_MET_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     copies: _containers.RepeatedCompositeFieldContainer[RepCopy]
     capacity_estimate: int
-    def __init__(self, copies: _Optional[_Iterable[_Union[RepCopy, _Mapping]]] = ..., capacity_estimate: _Optional[int] = ...) -> None: ...
+    targeted_reps: int
+    policy_met: bool
+    warning: str
+    def __init__(self, copies: _Optional[_Iterable[_Union[RepCopy, _Mapping]]] = ..., capacity_estimate: _Optional[int] = ..., targeted_reps: _Optional[int] = ..., policy_met: _Optional[bool] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class GetCampaignStatusRequest(_message.Message):
     __slots__ = ("post",)
@@ -167,18 +191,22 @@ class GetCampaignStatusRequest(_message.Message):
     def __init__(self, post: _Optional[str] = ...) -> None: ...
 
 class CampaignStatus(_message.Message):
-    __slots__ = ("post", "revision", "total", "rendered", "failures")
+    __slots__ = ("post", "revision", "total", "rendered", "failures", "capacity_estimate", "policy_met")
     POST_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     RENDERED_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_MET_FIELD_NUMBER: _ClassVar[int]
     post: str
     revision: str
     total: int
     rendered: int
     failures: _containers.RepeatedCompositeFieldContainer[CopyFailure]
-    def __init__(self, post: _Optional[str] = ..., revision: _Optional[str] = ..., total: _Optional[int] = ..., rendered: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[CopyFailure, _Mapping]]] = ...) -> None: ...
+    capacity_estimate: int
+    policy_met: bool
+    def __init__(self, post: _Optional[str] = ..., revision: _Optional[str] = ..., total: _Optional[int] = ..., rendered: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[CopyFailure, _Mapping]]] = ..., capacity_estimate: _Optional[int] = ..., policy_met: _Optional[bool] = ...) -> None: ...
 
 class CopyFailure(_message.Message):
     __slots__ = ("rep", "reason")
@@ -195,7 +223,7 @@ class GetDistinctnessReportRequest(_message.Message):
     def __init__(self, post: _Optional[str] = ...) -> None: ...
 
 class DistinctnessReport(_message.Message):
-    __slots__ = ("post", "text_duplicates", "jaccard_min", "jaccard_median", "jaccard_max", "image_byte_duplicates", "phash_distances", "dhash_distances", "ssim_min", "protected_span_violations")
+    __slots__ = ("post", "text_duplicates", "jaccard_min", "jaccard_median", "jaccard_max", "image_byte_duplicates", "phash_distances", "dhash_distances", "ssim_min", "protected_span_violations", "revision", "copies")
     POST_FIELD_NUMBER: _ClassVar[int]
     TEXT_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     JACCARD_MIN_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +234,8 @@ class DistinctnessReport(_message.Message):
     DHASH_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     SSIM_MIN_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_SPAN_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
     post: str
     text_duplicates: int
     jaccard_min: float
@@ -216,4 +246,6 @@ class DistinctnessReport(_message.Message):
     dhash_distances: _containers.RepeatedScalarFieldContainer[int]
     ssim_min: float
     protected_span_violations: int
-    def __init__(self, post: _Optional[str] = ..., text_duplicates: _Optional[int] = ..., jaccard_min: _Optional[float] = ..., jaccard_median: _Optional[float] = ..., jaccard_max: _Optional[float] = ..., image_byte_duplicates: _Optional[int] = ..., phash_distances: _Optional[_Iterable[int]] = ..., dhash_distances: _Optional[_Iterable[int]] = ..., ssim_min: _Optional[float] = ..., protected_span_violations: _Optional[int] = ...) -> None: ...
+    revision: str
+    copies: int
+    def __init__(self, post: _Optional[str] = ..., text_duplicates: _Optional[int] = ..., jaccard_min: _Optional[float] = ..., jaccard_median: _Optional[float] = ..., jaccard_max: _Optional[float] = ..., image_byte_duplicates: _Optional[int] = ..., phash_distances: _Optional[_Iterable[int]] = ..., dhash_distances: _Optional[_Iterable[int]] = ..., ssim_min: _Optional[float] = ..., protected_span_violations: _Optional[int] = ..., revision: _Optional[str] = ..., copies: _Optional[int] = ...) -> None: ...

@@ -27,8 +27,8 @@ if _version_not_supported:
 
 class DistributionServiceStub:
     """DistributionService gives every rep a personal, lightly varied copy of each
-    published post. Sketch at the level of its resources; the distribution issue
-    fills in the behaviour.
+    published post. Copies are rendered by a Celery fan-out when a revision is
+    published, or on demand when a rep asks first.
     """
 
     def __init__(self, channel):
@@ -87,12 +87,17 @@ class DistributionServiceStub:
                 request_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.GetDistinctnessReportRequest.SerializeToString,
                 response_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.DistinctnessReport.FromString,
                 _registered_method=True)
+        self.DownloadCopyImage = channel.unary_stream(
+                '/contentops.distribution.v1.DistributionService/DownloadCopyImage',
+                request_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.DownloadCopyImageRequest.SerializeToString,
+                response_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.DownloadCopyImageResponse.FromString,
+                _registered_method=True)
 
 
 class DistributionServiceServicer:
     """DistributionService gives every rep a personal, lightly varied copy of each
-    published post. Sketch at the level of its resources; the distribution issue
-    fills in the behaviour.
+    published post. Copies are rendered by a Celery fan-out when a revision is
+    published, or on demand when a rep asks first.
     """
 
     def CreateRep(self, request, context):
@@ -157,6 +162,13 @@ class DistributionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadCopyImage(self, request, context):
+        """Streams one image of a copy; the way to download from the embedded local store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DistributionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +222,11 @@ def add_DistributionServiceServicer_to_server(servicer, server):
                     request_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.GetDistinctnessReportRequest.FromString,
                     response_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.DistinctnessReport.SerializeToString,
             ),
+            'DownloadCopyImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadCopyImage,
+                    request_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.DownloadCopyImageRequest.FromString,
+                    response_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.DownloadCopyImageResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'contentops.distribution.v1.DistributionService', rpc_method_handlers)
@@ -220,8 +237,8 @@ def add_DistributionServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DistributionService:
     """DistributionService gives every rep a personal, lightly varied copy of each
-    published post. Sketch at the level of its resources; the distribution issue
-    fills in the behaviour.
+    published post. Copies are rendered by a Celery fan-out when a revision is
+    published, or on demand when a rep asks first.
     """
 
     @staticmethod
@@ -484,6 +501,33 @@ class DistributionService:
             '/contentops.distribution.v1.DistributionService/GetDistinctnessReport',
             contentops_dot_distribution_dot_v1_dot_distribution__pb2.GetDistinctnessReportRequest.SerializeToString,
             contentops_dot_distribution_dot_v1_dot_distribution__pb2.DistinctnessReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadCopyImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/contentops.distribution.v1.DistributionService/DownloadCopyImage',
+            contentops_dot_distribution_dot_v1_dot_distribution__pb2.DownloadCopyImageRequest.SerializeToString,
+            contentops_dot_distribution_dot_v1_dot_distribution__pb2.DownloadCopyImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
