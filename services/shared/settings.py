@@ -10,6 +10,7 @@ table is generated from ``SETTINGS`` below (see ``tests/test_readme.py``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -42,7 +43,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MINIO_REGION", "us-east-1", "Region; set so presigning needs no network call."),
     Setting("MINIO_PUBLIC_ENDPOINT", "", "Endpoint browsers reach, for presigned URLs. Empty: MINIO_ENDPOINT."),
     Setting("CONTENTOPS_SECRET_KEY", "", "Signs page tokens. Empty: generated once into the data dir."),
+    Setting("SHARE_TOKEN_KEYS", "", "Share-link signing keys 'id:secret,...', newest first; older ones still verify "
+            "(rotation). Empty: one key derived from CONTENTOPS_SECRET_KEY."),
     Setting("CONTENT_GRPC_ADDR", "127.0.0.1:50051", "Where the content service listens."),
+    Setting("DISTRIBUTION_GRPC_ADDR", "127.0.0.1:50052", "Where the distribution service listens."),
+    Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
     Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
     Setting("MAX_ASSET_BYTES", "20971520", "Largest accepted upload (20 MiB)."),
@@ -77,7 +82,10 @@ class Settings:
     minio_region: str
     minio_public_endpoint: str
     secret_key: bytes
+    share_token_keys: tuple[tuple[str, bytes], ...]
     content_addr: str
+    distribution_addr: str
+    campaign_chunk_size: int
     grpc_max_workers: int
     shutdown_grace_seconds: float
     max_asset_bytes: int
@@ -133,6 +141,18 @@ def _secret_key(raw: str, data_dir: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
+def _share_keys(spec: str, secret_key: bytes) -> tuple[tuple[str, bytes], ...]:
+    from .sharetoken import parse_keys
+
+    if not spec:
+        derived = hashlib.sha256(b"share-token:" + secret_key).hexdigest()
+        return (("k0", derived.encode()),)
+    try:
+        return tuple(parse_keys(spec))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     source = os.environ if environ is None else environ
     env = {s.env: source.get(s.env, s.default) for s in SETTINGS}
@@ -143,6 +163,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         minio_secure = _flag(env["MINIO_SECURE"], False)
     except ConfigError as exc:
         raise ConfigError(f"DATABASE_AUTO_MIGRATE/MINIO_SECURE: {exc}") from None
+    secret_key = _secret_key(env["CONTENTOPS_SECRET_KEY"], data_dir)
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -155,8 +176,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         minio_secure=minio_secure,
         minio_region=env["MINIO_REGION"],
         minio_public_endpoint=env["MINIO_PUBLIC_ENDPOINT"] or env["MINIO_ENDPOINT"],
-        secret_key=_secret_key(env["CONTENTOPS_SECRET_KEY"], data_dir),
+        secret_key=secret_key,
+        share_token_keys=_share_keys(env["SHARE_TOKEN_KEYS"], secret_key),
         content_addr=env["CONTENT_GRPC_ADDR"],
+        distribution_addr=env["DISTRIBUTION_GRPC_ADDR"],
+        campaign_chunk_size=_int(env, "CAMPAIGN_CHUNK_SIZE"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS"),
         max_asset_bytes=_int(env, "MAX_ASSET_BYTES"),
