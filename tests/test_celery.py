@@ -4,10 +4,10 @@ Each test starts ``celery -A services.worker worker`` (solo pool) as production
 does, with its own PostgreSQL database and a Redis database index of its own,
 and talks to it only through the broker. No eager mode anywhere.
 
-The distribution service does not exist yet, so the consumer of
-``contentops.distribution.post_published`` is a stand-in defined here: the
-worker imports this module (``--include tests.test_celery``) and the stand-in
-pushes every payload it receives onto a Redis list named by the worker's env.
+These workers consume only the ``content`` queue, so the events the content
+service sends to ``distribution`` stay in that Redis list, where the tests read
+them as the distribution service's workers would receive them
+(tests/test_distribution_celery.py runs those workers).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 import pytest
 import redis
-from celery import Celery, shared_task
+from celery import Celery
 from PIL import Image
 from sqlalchemy import select
 
@@ -51,24 +51,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CELERY = str(ROOT / ".venv" / "bin" / "celery")
 REDIS_DB = 13  # this file's own Redis database; only keys this file creates are ever deleted
 REDIS_URL = f"{infra.REDIS_URL.rsplit('/', 1)[0]}/{REDIS_DB}"
-SINK_ENV = "CONTENTOPS_TEST_EVENT_SINK"  # worker env: Redis list the stand-in consumer pushes onto
 WAIT = 30  # generous upper bound for a result on a loaded machine; never an assertion on speed
 
 PUBLISH_DUE = "contentops.content.publish_due_posts"
 RELAY = "contentops.content.relay_outbox"
 CONSUMER = "contentops.distribution.post_published"
-
-
-# ---- the stand-in distribution consumer (runs inside the worker subprocess) ----------------
-
-
-@shared_task(name=CONSUMER, bind=True)
-def record_post_published(self: object, payload: str) -> None:
-    key = os.environ.get(SINK_ENV)
-    if not key:  # imported by pytest too, where nothing consumes; only the worker records
-        raise RuntimeError(f"{SINK_ENV} is not set")
-    record = {"payload": payload, "task_id": self.request.id}  # type: ignore[attr-defined]
-    redis.Redis.from_url(os.environ["REDIS_URL"]).rpush(key, json.dumps(record))
 
 
 class RedisGate:
@@ -152,7 +139,6 @@ class Stack:
     app: ContentApp  # the content service in this process, sending events with CeleryEvents
     client: Celery  # this process's handle on the broker, to send tasks and read results
     redis: redis.Redis
-    sink_key: str
     tmp: Path
 
     def editor(self) -> Principal:
@@ -165,12 +151,14 @@ class Stack:
     def run(self, task: str) -> int:
         return int(self.client.send_task(task).get(timeout=WAIT))
 
-    def received(self) -> tuple[events_pb2.PostPublishedEvent, str]:
-        """The next event the stand-in consumer recorded, and its task id (blocks until one arrives)."""
-        item = self.redis.blpop([self.sink_key], timeout=WAIT)
-        assert item is not None, "the distribution consumer received nothing"
-        record = json.loads(item[1])
-        return events_pb2.PostPublishedEvent.FromString(decode_payload(record["payload"])), record["task_id"]
+    def received(self) -> tuple[events_pb2.PostPublishedEvent, dict[str, object]]:
+        """The next event waiting in the ``distribution`` queue, and its Celery headers (blocks until one arrives)."""
+        item = self.redis.blpop(["distribution"], timeout=WAIT)
+        assert item is not None, "nothing reached the distribution queue"
+        message = json.loads(item[1])
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        assert message["headers"]["task"] == CONSUMER
+        return events_pb2.PostPublishedEvent.FromString(decode_payload(args[0])), message["headers"]
 
     @contextmanager
     def worker(self, queues: str) -> Iterator[subprocess.Popen[bytes]]:
@@ -179,7 +167,7 @@ class Stack:
         node = f"test-{uuid.uuid4().hex[:8]}@contentops"
         cmd = [CELERY, "-A", "services.worker", "worker", "-Q", queues, "--pool=solo", "--loglevel=INFO",
                "-n", node, "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "--include", "tests.test_celery"]
+               "--without-heartbeat"]
         with log_path.open("wb") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
@@ -211,13 +199,12 @@ def stack(pg_url: str, tmp_path: Path) -> Iterator[Stack]:
         "CONTENTOPS_SECRET_KEY": "test-secret",
         "SCHEDULER_INTERVAL_SECONDS": "1",
         "PYTHONPATH": str(ROOT),
-        SINK_ENV: f"test-events:{uuid.uuid4().hex}",
     }
     settings = load_settings(env)
     app = ContentApp.build(settings)
     client = make_celery(settings)
     try:
-        yield Stack(settings, env, app, client, r, env[SINK_ENV], tmp_path)
+        yield Stack(settings, env, app, client, r, tmp_path)
     finally:
         client.close()
         app.close()
@@ -284,7 +271,7 @@ def test_worker_publishes_a_scheduled_post_when_due(stack: Stack) -> None:
         assert len(_queued_events(stack.redis)) == 1
 
 
-def test_outbox_event_reaches_the_distribution_consumer(stack: Stack) -> None:
+def test_outbox_event_reaches_the_distribution_queue(stack: Stack) -> None:
     editor = stack.editor()
     svc = stack.app.service
     assert isinstance(stack.app.events, CeleryEvents)
@@ -294,10 +281,9 @@ def test_outbox_event_reaches_the_distribution_consumer(stack: Stack) -> None:
                           variation=Variation(protected_phrases=("送绘本",)))
     post = svc.create_post(editor, content).post
 
-    with stack.worker("content,distribution"):
-        published = svc.publish_post(editor, post.id, None, "")
-        assert published.post.state is PostState.PUBLISHED
-        event, task_id = stack.received()
+    published = svc.publish_post(editor, post.id, None, "")  # relayed right after the commit
+    assert published.post.state is PostState.PUBLISHED
+    event, headers = stack.received()
 
     assert event.post == f"posts/{post.id}"
     assert event.revision == f"posts/{post.id}/revisions/1"
@@ -311,9 +297,9 @@ def test_outbox_event_reaches_the_distribution_consumer(stack: Stack) -> None:
         f"assets/{asset.id}", asset.sha256, "image/jpeg", 80, 60, asset.blob_key)
     [row] = stack.outbox()
     assert row.event_id == event.event_id and row.dispatch_time is not None
-    assert stack.redis.llen(stack.sink_key) == 0  # delivered once, nothing else queued
-    # Fire and forget: the worker stores no result per event that nobody will ever read.
-    assert not stack.redis.exists(f"celery-task-meta-{task_id}")
+    assert stack.redis.llen("distribution") == 0  # delivered once, nothing else queued
+    # Fire and forget: the consumer is told to store no result per event, which nobody would read.
+    assert headers["ignore_result"] is True
 
 
 def test_publish_commits_while_redis_is_down_and_the_outbox_relays_later(stack: Stack) -> None:
@@ -335,7 +321,7 @@ def test_publish_commits_while_redis_is_down_and_the_outbox_relays_later(stack: 
         rows = stack.outbox()
         assert len(rows) == 2 and all(r.dispatch_time is None for r in rows)
 
-        with stack.worker("content,distribution"):
+        with stack.worker("content"):
             # Redis is back for the worker: its sweep (beat sends it in production) relays both events...
             assert stack.run(RELAY) == 2
             got = {stack.received()[0].event_id for _ in rows}

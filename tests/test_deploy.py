@@ -57,7 +57,7 @@ THIRD_PARTY_ENV = {
 # Environment a Dockerfile may set besides settings.
 IMAGE_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK"}
 WILDCARD_HOSTS = {"0.0.0.0", "[::]", "::", ""}
-EXPECTED_SERVICES = {"postgres", "redis", "minio", "minio-init", "migrate", "content", "worker", "beat"}
+EXPECTED_SERVICES = {"postgres", "redis", "minio", "minio-init", "migrate", "content", "distribution", "worker", "beat"}
 CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "minio": 9000}  # the images' defaults
 
 
@@ -407,7 +407,7 @@ def test_the_secret_key_must_be_supplied() -> None:
 
 def test_app_services_set_only_real_settings() -> None:
     doc = compose()
-    assert set(app_services(doc)) == {"migrate", "content", "worker", "beat"}
+    assert set(app_services(doc)) == {"migrate", "content", "distribution", "worker", "beat"}
     for name, svc in app_services(doc).items():
         unknown = set(service_env(svc)) - SETTING_NAMES
         assert not unknown, f"{name}: {sorted(unknown)} are not settings in services/shared/settings.py"

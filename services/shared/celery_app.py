@@ -16,7 +16,7 @@ from .settings import Settings
 
 VISIBILITY_TIMEOUT = 3600
 
-TASK_MODULES = ["services.content.tasks"]
+TASK_MODULES = ["services.content.tasks", "services.distribution.tasks"]
 
 
 def make_celery(settings: Settings) -> Celery:

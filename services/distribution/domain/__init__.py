@@ -1,0 +1,1 @@
+"""Pure distribution rules: text and image variation, reps. No gRPC, SQL or Celery."""

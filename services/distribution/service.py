@@ -1,0 +1,459 @@
+"""The distribution service's use cases: reps, campaigns, rendering, reports.
+
+No gRPC here. A campaign is one published revision: when its event arrives the
+text plan is made for every targeted rep at once (so copies are spread across
+the variation space, not drawn independently) and stored as pending copies;
+workers then render them in chunks. A rep who asks first gets theirs rendered
+on demand under a lock, from the same plan, so the copy is the same either way.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.protos.contentops.content.v1 import events_pb2
+from services.shared.blobstore import BlobNotFound, BlobStore
+from services.shared.db import Database
+from services.shared.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unavailable,
+)
+from services.shared.identity.domain import Principal, Role
+from services.shared.identity.store import IdentityStore
+from services.shared.ids import new_id
+from services.shared.sharetoken import ShareTokens
+
+from . import variation
+from .domain.reps import Rep, Team, validate_rep_fields, validate_team_name
+from .locks import RenderLocks
+from .models import CampaignRow, CopyRow, RepRow, TeamRow
+
+log = logging.getLogger(__name__)
+
+URL_LIFETIME = timedelta(hours=1)
+LOCK_WAIT_SECONDS = 30.0
+REPORT_SAMPLE = 200  # copies compared pairwise in a distinctness report
+SSIM_SAMPLE = 12  # copies whose images are re-checked for fidelity in a report
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _rep(row: RepRow) -> Rep:
+    return Rep(row.id, row.display_name, row.signature, row.store, row.region, row.team_id, row.contact_qr_asset,
+               row.user_id, _utc(row.create_time), _utc(row.update_time), row.version)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CopyImageView:
+    index: int
+    blob_key: str
+    sha256: str
+    width: int
+    height: int
+    mime_type: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class CopyView:
+    post_id: str
+    revision: int
+    rep_id: str
+    text: str
+    images: list[CopyImageView]
+    share_token: str
+    render_time: datetime
+
+    @property
+    def name(self) -> str:
+        return f"posts/{self.post_id}/revisions/{self.revision}/copies/{self.rep_id}"
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    post_id: str
+    revision: int
+    total: int
+    rendered: int
+    failures: list[tuple[str, str]]
+    capacity_estimate: int
+    policy_met: bool
+
+
+class Fanout:
+    """Where a new campaign's render work goes (Celery group, or an in-process pool)."""
+
+    def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+def parse_revision(name: str) -> tuple[str, int]:
+    post, _, number = name.rpartition("/revisions/")
+    return post.removeprefix("posts/"), int(number)
+
+
+class DistributionService:
+    def __init__(self, db: Database, blobs: BlobStore, identity: IdentityStore, tokens: ShareTokens,
+                 locks: RenderLocks, fanout: Fanout, chunk_size: int = 25) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.identity = identity
+        self.tokens = tokens
+        self.locks = locks
+        self.fanout = fanout
+        self.chunk_size = chunk_size
+
+    # ---- teams and reps -------------------------------------------------------------------
+
+    def create_team(self, team_id: str, display_name: str) -> Team:
+        display_name = validate_team_name(display_name)
+        team = Team(team_id or f"team-{new_id()}", display_name, _now())
+        try:
+            with self.db.write() as s:
+                if s.get(TeamRow, team.id):
+                    raise AlreadyExists(f"{team.name} already exists")
+                s.add(TeamRow(id=team.id, display_name=team.display_name, create_time=team.create_time))
+        except IntegrityError:
+            raise AlreadyExists(f"a team named {display_name!r} already exists") from None
+        return team
+
+    def list_teams(self, after: str | None, limit: int) -> list[Team]:
+        with self.db.read() as s:
+            q = select(TeamRow).order_by(TeamRow.id).limit(limit)
+            if after:
+                q = q.where(TeamRow.id > after)
+            return [Team(r.id, r.display_name, _utc(r.create_time)) for r in s.scalars(q)]  # type: ignore[arg-type]
+
+    def create_rep(self, display_name: str, signature: str, store: str, region: str, team_id: str | None,
+                   qr_asset: str, user_id: str | None) -> Rep:
+        validate_rep_fields(display_name, signature, store, region)
+        now = _now()
+        row = RepRow(id=new_id(), display_name=display_name.strip(), signature=signature, store=store, region=region,
+                     team_id=team_id, contact_qr_asset=qr_asset, user_id=user_id, create_time=now, update_time=now,
+                     version=1)
+        try:
+            with self.db.write() as s:
+                self._check_links(s, team_id, user_id, row.id)
+                s.add(row)
+                s.flush()
+                rep = _rep(row)
+        except IntegrityError:
+            raise AlreadyExists(f"users/{user_id} is already linked to another rep") from None
+        if user_id:
+            self.identity.link_rep(user_id, rep.name)
+        return rep
+
+    def _check_links(self, s: object, team_id: str | None, user_id: str | None, rep_id: str) -> None:
+        if team_id and s.get(TeamRow, team_id) is None:  # type: ignore[attr-defined]
+            raise NotFound(f"teams/{team_id} not found")
+        if user_id:
+            user = self.identity.get_user(user_id)  # NotFound if missing
+            if user.role is not Role.REP:
+                raise FailedPrecondition(f"users/{user_id} has role {user.role.value}; only rep users link to reps")
+            if user.rep and user.rep != f"reps/{rep_id}":
+                raise AlreadyExists(f"users/{user_id} is already linked to {user.rep}")
+
+    def get_rep(self, rep_id: str) -> Rep:
+        with self.db.read() as s:
+            row = s.get(RepRow, rep_id)
+            if row is None:
+                raise NotFound(f"reps/{rep_id} not found")
+            return _rep(row)
+
+    def list_reps(self, team_id: str | None, after: str | None, limit: int) -> list[Rep]:
+        with self.db.read() as s:
+            q = select(RepRow).order_by(RepRow.id).limit(limit)
+            if team_id:
+                q = q.where(RepRow.team_id == team_id)
+            if after:
+                q = q.where(RepRow.id > after)
+            return [_rep(r) for r in s.scalars(q)]
+
+    def update_rep(self, rep_id: str, changes: dict[str, object], etag: str) -> Rep:
+        with self.db.write() as s:
+            row = s.get(RepRow, rep_id)
+            if row is None:
+                raise NotFound(f"reps/{rep_id} not found")
+            current = _rep(row)
+            if etag and etag != current.etag:
+                raise Aborted(f"{current.name} changed since it was read (etag mismatch)")
+            merged = replace(current, **changes)  # type: ignore[arg-type]
+            validate_rep_fields(merged.display_name, merged.signature, merged.store, merged.region)
+            self._check_links(s, merged.team_id, merged.user_id if "user_id" in changes else None, rep_id)
+            result = s.execute(
+                update(RepRow).where(RepRow.id == rep_id, RepRow.version == row.version).values(
+                    display_name=merged.display_name.strip(), signature=merged.signature, store=merged.store,
+                    region=merged.region, team_id=merged.team_id, contact_qr_asset=merged.contact_qr_asset,
+                    user_id=merged.user_id, update_time=_now(), version=row.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise Aborted(f"{current.name} changed concurrently; read it again")
+        if "user_id" in changes and merged.user_id:
+            self.identity.link_rep(merged.user_id, f"reps/{rep_id}")
+        return self.get_rep(rep_id)
+
+    # ---- campaigns --------------------------------------------------------------------------
+
+    def handle_post_published(self, payload: bytes) -> tuple[str, bool]:
+        """Plan a campaign for a published revision and queue its rendering. Idempotent on event id."""
+        event = events_pb2.PostPublishedEvent.FromString(payload)
+        post_id, revision = parse_revision(event.revision)
+        snapshot = event.content
+        with self.db.read() as s:
+            existing = s.scalars(select(CampaignRow).where(CampaignRow.post_id == post_id,
+                                                           CampaignRow.revision == revision)).first()
+            if existing is not None:
+                return existing.id, False
+            reps = self._targeted_reps(s, snapshot)
+        source = variation.text_source(snapshot)
+        plan = variation.plan(source, [r.id for r in reps], seed=event.revision)
+        campaign = CampaignRow(id=new_id(), post_id=post_id, revision=revision, event_id=event.event_id,
+                               snapshot=snapshot.SerializeToString(), total=len(reps),
+                               capacity_estimate=plan.capacity_estimate, policy_met=plan.policy_met,
+                               create_time=_now())
+        try:
+            with self.db.write() as s:
+                s.add(campaign)
+                s.flush()
+                s.add_all(CopyRow(campaign_id=campaign.id, rep_id=r.id, copy_id=new_id(), state="pending",
+                                  choice=variation.choice_json(plan.choices[r.id])) for r in reps)
+        except IntegrityError:  # the same event delivered twice at once: the other delivery planned it
+            with self.db.read() as s:
+                other = s.scalars(select(CampaignRow).where(CampaignRow.post_id == post_id,
+                                                            CampaignRow.revision == revision)).first()
+            if other is None:
+                raise
+            return other.id, False
+        if not plan.policy_met:
+            log.warning("posts/%s rev %d: %d reps exceed the variation capacity (%d)", post_id, revision,
+                        len(reps), plan.capacity_estimate)
+        ids = [r.id for r in reps]
+        chunks = [ids[i:i + self.chunk_size] for i in range(0, len(ids), self.chunk_size)]
+        if chunks:
+            self.fanout.dispatch(campaign.id, chunks)
+        return campaign.id, True
+
+    @staticmethod
+    def _targeted_reps(s: object, snapshot: events_pb2.PostContentSnapshot) -> list[RepRow]:
+        q = select(RepRow).order_by(RepRow.id)
+        teams = [t.removeprefix("teams/") for t in snapshot.target_teams]
+        if teams:
+            q = q.where(RepRow.team_id.in_(teams))
+        return list(s.scalars(q))  # type: ignore[attr-defined]
+
+    def render_chunk(self, campaign_id: str, rep_ids: Sequence[str]) -> int:
+        """Render each rep's copy unless it is already done. Safe to run twice."""
+        done = 0
+        for rep_id in rep_ids:
+            try:
+                if self.render_copy(campaign_id, rep_id):
+                    done += 1
+            except Unavailable:
+                raise  # transient: let the task retry the chunk; finished copies are skipped next time
+        return done
+
+    def render_copy(self, campaign_id: str, rep_id: str) -> bool:
+        """Render one copy. True if it is ready afterwards; False if it failed for good (reason stored)."""
+        with self.db.read() as s:
+            copy = s.get(CopyRow, (campaign_id, rep_id))
+            campaign = s.get(CampaignRow, campaign_id)
+            rep = s.get(RepRow, rep_id)
+            if copy is None or campaign is None:
+                raise NotFound(f"no copy planned for reps/{rep_id} in campaign {campaign_id}")
+            if copy.state == "ready":
+                return True
+            rep_view = _rep(rep) if rep is not None else None
+            snapshot = events_pb2.PostContentSnapshot.FromString(campaign.snapshot)
+            choice, copy_id, post_id, revision = copy.choice, copy.copy_id, campaign.post_id, campaign.revision
+        if rep_view is None:
+            return self._fail(campaign_id, rep_id, "the rep was deleted")
+        try:
+            text = variation.render_copy_text(snapshot, rep_view, choice)
+            images = [self._render_image(ref, i, rep_view, snapshot) for i, ref in enumerate(snapshot.images)]
+        except variation.PermanentRenderError as err:
+            return self._fail(campaign_id, rep_id, str(err))
+        token, _ = self.tokens.issue(post_id, revision, rep_id, copy_id)
+        with self.db.write() as s:
+            s.execute(
+                update(CopyRow)
+                .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id == rep_id, CopyRow.state != "ready")
+                .values(state="ready", text=text, images=images, share_token=token, failure="",
+                        attempts=CopyRow.attempts + 1, render_time=_now())
+                .execution_options(synchronize_session=False)
+            )
+        return True
+
+    def _render_image(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
+                      snapshot: events_pb2.PostContentSnapshot) -> dict[str, object]:
+        try:
+            original = b"".join(self.blobs.open(ref.blob_key))
+        except BlobNotFound:
+            raise variation.PermanentRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
+        variant = variation.render_image(original, ref.sha256, rep, snapshot, index)
+        key = f"variants/{variant.sha256[:2]}/{variant.sha256}"
+        if not self.blobs.exists(key):  # content-addressed: a re-render writes nothing new
+            self.blobs.put(key, io.BytesIO(variant.data), len(variant.data), variant.mime_type)
+        return variation.image_record(key, ref.blob_key, variant)
+
+    def _fail(self, campaign_id: str, rep_id: str, reason: str) -> bool:
+        log.warning("copy for reps/%s in campaign %s failed: %s", rep_id, campaign_id, reason)
+        with self.db.write() as s:
+            s.execute(
+                update(CopyRow)
+                .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id == rep_id, CopyRow.state != "ready")
+                .values(state="failed", failure=reason[:1000], attempts=CopyRow.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+        return False
+
+    # ---- reading copies -------------------------------------------------------------------------
+
+    def _latest_campaign(self, s: object, post_id: str) -> CampaignRow:
+        row = s.scalars(  # type: ignore[attr-defined]
+            select(CampaignRow).where(CampaignRow.post_id == post_id).order_by(CampaignRow.revision.desc()).limit(1)
+        ).first()
+        if row is None:
+            raise FailedPrecondition(f"posts/{post_id} has no published revision to distribute")
+        return row
+
+    def get_rep_copy(self, who: Principal, post_id: str, rep_id: str) -> CopyView:
+        if who.role is Role.REP and who.rep != f"reps/{rep_id}":
+            raise PermissionDenied("reps may fetch only their own copies")
+        with self.db.read() as s:
+            rep = s.get(RepRow, rep_id)
+            if rep is None:
+                raise NotFound(f"reps/{rep_id} not found")
+            campaign = self._latest_campaign(s, post_id)
+            copy = s.get(CopyRow, (campaign.id, rep_id))
+            campaign_id = campaign.id
+            snapshot = events_pb2.PostContentSnapshot.FromString(campaign.snapshot)
+            targeted = not snapshot.target_teams or f"teams/{rep.team_id}" in snapshot.target_teams
+        if copy is None:
+            if not targeted:
+                raise PermissionDenied(f"reps/{rep_id} is not targeted by posts/{post_id}")
+            self._plan_late_rep(campaign_id, rep_id)
+        elif copy.state == "ready":
+            return self._view(campaign_id, rep_id)
+        elif copy.state == "failed":
+            raise FailedPrecondition(f"this copy could not be rendered: {copy.failure}")
+        with self.locks.hold(f"{campaign_id}:{rep_id}", LOCK_WAIT_SECONDS):
+            if not self.render_copy(campaign_id, rep_id):  # no-op when a worker finished it meanwhile
+                with self.db.read() as s:
+                    failed = s.get(CopyRow, (campaign_id, rep_id))
+                    raise FailedPrecondition(f"this copy could not be rendered: {failed.failure if failed else ''}")
+        return self._view(campaign_id, rep_id)
+
+    def _plan_late_rep(self, campaign_id: str, rep_id: str) -> None:
+        """A rep who joined a targeted team after publishing gets the farthest unused variant."""
+        with self.db.read() as s:
+            campaign = s.get(CampaignRow, campaign_id)
+            assert campaign is not None
+            existing = {c.rep_id: c.choice for c in s.scalars(select(CopyRow).where(CopyRow.campaign_id == campaign_id))}
+            snapshot = events_pb2.PostContentSnapshot.FromString(campaign.snapshot)
+        choice = variation.extend(variation.text_source(snapshot), existing, rep_id,
+                                  seed=f"posts/{campaign.post_id}/revisions/{campaign.revision}")
+        try:
+            with self.db.write() as s:
+                s.add(CopyRow(campaign_id=campaign_id, rep_id=rep_id, copy_id=new_id(), state="pending",
+                              choice=variation.choice_json(choice)))
+                s.execute(update(CampaignRow).where(CampaignRow.id == campaign_id)
+                          .values(total=CampaignRow.total + 1).execution_options(synchronize_session=False))
+        except IntegrityError:
+            pass  # planned concurrently by another request
+
+    def _view(self, campaign_id: str, rep_id: str) -> CopyView:
+        with self.db.read() as s:
+            copy = s.get(CopyRow, (campaign_id, rep_id))
+            campaign = s.get(CampaignRow, campaign_id)
+            assert copy is not None and campaign is not None and copy.state == "ready"
+            images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
+                                    self.blobs.url(im["key"], URL_LIFETIME)) for i, im in enumerate(copy.images or [])]
+            return CopyView(campaign.post_id, campaign.revision, rep_id, copy.text or "", images,
+                            copy.share_token or "", _utc(copy.render_time))  # type: ignore[arg-type]
+
+    def open_copy_image(self, who: Principal, post_id: str, revision: int, rep_id: str, index: int) -> Iterator[bytes]:
+        if who.role is Role.REP and who.rep != f"reps/{rep_id}":
+            raise PermissionDenied("reps may fetch only their own copies")
+        with self.db.read() as s:
+            campaign = s.scalars(select(CampaignRow).where(CampaignRow.post_id == post_id,
+                                                           CampaignRow.revision == revision)).first()
+            copy = s.get(CopyRow, (campaign.id, rep_id)) if campaign else None
+            if copy is None or copy.state != "ready" or not (0 <= index < len(copy.images or [])):
+                raise NotFound(f"posts/{post_id}/revisions/{revision}/copies/{rep_id}/images/{index} not found")
+            key = copy.images[index]["key"]  # type: ignore[index]
+        try:
+            return self.blobs.open(key)
+        except BlobNotFound:
+            raise Unavailable("the rendered image is missing from the blob store") from None
+
+    # ---- status and reports ------------------------------------------------------------------------
+
+    def campaign_status(self, post_id: str) -> CampaignStatus:
+        with self.db.read() as s:
+            campaign = self._latest_campaign(s, post_id)
+            counts = dict(s.execute(select(CopyRow.state, func.count()).where(CopyRow.campaign_id == campaign.id)
+                                    .group_by(CopyRow.state)).all())
+            failures = [(r.rep_id, r.failure) for r in s.scalars(
+                select(CopyRow).where(CopyRow.campaign_id == campaign.id, CopyRow.state == "failed")
+                .order_by(CopyRow.rep_id).limit(1000))]
+            return CampaignStatus(post_id, campaign.revision, campaign.total, int(counts.get("ready", 0)), failures,
+                                  campaign.capacity_estimate, campaign.policy_met)
+
+    def distinctness_report(self, post_id: str) -> variation.Report:
+        with self.db.read() as s:
+            campaign = self._latest_campaign(s, post_id)
+            rows = list(s.scalars(select(CopyRow).where(CopyRow.campaign_id == campaign.id,
+                                                        CopyRow.state == "ready").order_by(CopyRow.rep_id)))
+            snapshot = events_pb2.PostContentSnapshot.FromString(campaign.snapshot)
+            revision = campaign.revision
+        rng = random.Random(f"{post_id}:{revision}")
+        sample = rows if len(rows) <= REPORT_SAMPLE else rng.sample(rows, REPORT_SAMPLE)
+        fidelity = rows if len(rows) <= SSIM_SAMPLE else rng.sample(rows, SSIM_SAMPLE)
+        return variation.report(snapshot, [r.text or "" for r in rows], [r.images or [] for r in rows],
+                                [r.images or [] for r in sample], [r.images or [] for r in fidelity],
+                                self._read_blob, revision, len(rows))
+
+    def _read_blob(self, key: str) -> bytes:
+        try:
+            return b"".join(self.blobs.open(key))
+        except BlobNotFound:
+            raise Unavailable(f"blob {key} is missing") from None
+
+    def preview(self, snapshot: events_pb2.PostContentSnapshot, reps: list[Rep], targeted: int,
+                revision_name: str) -> variation.Preview:
+        return variation.preview(snapshot, reps, targeted, revision_name)
+
+    def snapshot_for_post(self, post_id: str) -> tuple[events_pb2.PostContentSnapshot, str]:
+        with self.db.read() as s:
+            campaign = self._latest_campaign(s, post_id)
+            return (events_pb2.PostContentSnapshot.FromString(campaign.snapshot),
+                    f"posts/{post_id}/revisions/{campaign.revision}")
+
+    def count_targeted(self, snapshot: events_pb2.PostContentSnapshot) -> int:
+        with self.db.read() as s:
+            return len(self._targeted_reps(s, snapshot))
+
+
+__all__ = ["DistributionService", "Fanout", "ServiceError"]
