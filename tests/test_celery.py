@@ -343,12 +343,12 @@ def test_publish_commits_while_redis_is_down_and_the_outbox_relays_later(stack: 
     assert len(events) == 3 and all(r.dispatch_time is not None for r in events.values())
 
 
-def test_beat_schedule_has_both_sweeps() -> None:
+def test_beat_schedule_has_every_sweep() -> None:
     settings = load_settings({"REDIS_URL": REDIS_URL, "CONTENTOPS_SECRET_KEY": "k",
                               "SCHEDULER_INTERVAL_SECONDS": "7"})
     app = make_celery(settings)
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
-    assert schedule == {PUBLISH_DUE: 7.0, RELAY: 7.0}
+    assert schedule == {PUBLISH_DUE: 7.0, RELAY: 7.0, "contentops.distribution.redispatch_stale": 60.0}
     app.loader.import_default_modules()
     assert {PUBLISH_DUE, RELAY} <= set(app.tasks)
     assert app.amqp.router.route({}, PUBLISH_DUE)["queue"].name == "content"

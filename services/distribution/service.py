@@ -310,12 +310,35 @@ class DistributionService:
         try:
             original = b"".join(self.blobs.open(ref.blob_key))
         except BlobNotFound:
-            raise variation.PermanentRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
+            raise variation.ImageRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
         variant = variation.render_image(original, ref.sha256, rep, snapshot, index)
         key = f"variants/{variant.sha256[:2]}/{variant.sha256}"
         if not self.blobs.exists(key):  # content-addressed: a re-render writes nothing new
             self.blobs.put(key, io.BytesIO(variant.data), len(variant.data), variant.mime_type)
         return variation.image_record(key, ref.blob_key, variant)
+
+    def redispatch_stale(self, older_than: timedelta) -> int:
+        """Queue again the pending copies of campaigns older than ``older_than``.
+
+        A worker killed outright (not just its pool child) leaves its chunk
+        unacknowledged in Redis until the visibility timeout, an hour; this
+        sweep, run by beat, gets such copies rendered long before. Rendering is
+        idempotent, so a chunk that was merely slow costs only duplicate work.
+        """
+        cutoff = _now() - older_than
+        with self.db.read() as s:
+            rows = s.execute(
+                select(CopyRow.campaign_id, CopyRow.rep_id)
+                .join(CampaignRow, CampaignRow.id == CopyRow.campaign_id)
+                .where(CopyRow.state == "pending", CampaignRow.create_time <= cutoff)
+                .order_by(CopyRow.campaign_id, CopyRow.rep_id)
+            ).all()
+        by_campaign: dict[str, list[str]] = {}
+        for campaign_id, rep_id in rows:
+            by_campaign.setdefault(campaign_id, []).append(rep_id)
+        for campaign_id, reps in by_campaign.items():
+            self.fanout.dispatch(campaign_id, [reps[i:i + self.chunk_size] for i in range(0, len(reps), self.chunk_size)])
+        return len(rows)
 
     def _fail(self, campaign_id: str, rep_id: str, reason: str) -> bool:
         log.warning("copy for reps/%s in campaign %s failed: %s", rep_id, campaign_id, reason)

@@ -10,6 +10,8 @@ with its reason and the chunk carries on.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
 
 from services.content.events import decode_payload
@@ -28,3 +30,10 @@ def post_published(payload_b64: str) -> None:
              autoretry_for=(Unavailable,), retry_backoff=2, retry_backoff_max=60, max_retries=10)
 def render_chunk(campaign_id: str, rep_ids: list[str]) -> int:
     return get_app().service.render_chunk(campaign_id, rep_ids)
+
+
+@shared_task(name="contentops.distribution.redispatch_stale", ignore_result=False)
+def redispatch_stale(older_than_seconds: float | None = None) -> int:
+    app = get_app()
+    seconds = app.settings.campaign_resweep_seconds if older_than_seconds is None else older_than_seconds
+    return app.service.redispatch_stale(timedelta(seconds=seconds))

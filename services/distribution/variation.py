@@ -167,4 +167,4 @@ def preview(snapshot: events_pb2.PostContentSnapshot, reps: list[Rep], targeted:
     return Preview(texts, planned.capacity_estimate, targeted, planned.policy_met, warning)
 
 
-__all__ = ["PermanentRenderError", "Report"]
+__all__ = ["ImageRenderError", "PermanentRenderError", "Report"]

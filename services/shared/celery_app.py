@@ -48,6 +48,10 @@ def make_celery(settings: Settings) -> Celery:
                 "task": "contentops.content.relay_outbox",
                 "schedule": settings.scheduler_interval_seconds,
             },
+            "redispatch-stale-copies": {
+                "task": "contentops.distribution.redispatch_stale",
+                "schedule": max(60.0, settings.scheduler_interval_seconds),
+            },
         },
     )
     return app

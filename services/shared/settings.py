@@ -48,6 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONTENT_GRPC_ADDR", "127.0.0.1:50051", "Where the content service listens."),
     Setting("DISTRIBUTION_GRPC_ADDR", "127.0.0.1:50052", "Where the distribution service listens."),
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
+    Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
     Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
     Setting("MAX_ASSET_BYTES", "20971520", "Largest accepted upload (20 MiB)."),
@@ -86,6 +87,7 @@ class Settings:
     content_addr: str
     distribution_addr: str
     campaign_chunk_size: int
+    campaign_resweep_seconds: float
     grpc_max_workers: int
     shutdown_grace_seconds: float
     max_asset_bytes: int
@@ -181,6 +183,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         content_addr=env["CONTENT_GRPC_ADDR"],
         distribution_addr=env["DISTRIBUTION_GRPC_ADDR"],
         campaign_chunk_size=_int(env, "CAMPAIGN_CHUNK_SIZE"),
+        campaign_resweep_seconds=_float(env, "CAMPAIGN_RESWEEP_SECONDS"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS"),
         max_asset_bytes=_int(env, "MAX_ASSET_BYTES"),

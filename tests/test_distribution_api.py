@@ -1,0 +1,310 @@
+"""The distribution service over gRPC with the content service publishing into it.
+
+Both run in this process on the embedded default and on PostgreSQL + S3; events
+go through the in-process sink and rendering through the in-process pool (the
+Celery path is in test_distribution_celery.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from services.content.events import POST_PUBLISHED
+from services.distribution.__main__ import build_server
+from services.distribution.app import DistributionApp, InProcessFanout
+from services.distribution.models import CopyRow
+from services.distribution.service import Fanout
+from services.protos.contentops.content.v1 import content_pb2 as cpb
+from services.protos.contentops.distribution.v1 import distribution_pb2 as pb
+from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as pb_grpc
+from services.shared.identity.domain import Role
+from services.shared.sharetoken import ShareTokens
+
+from .helpers import jpeg, upload_messages
+
+DEMO = Path(__file__).resolve().parent.parent / "services" / "demo_data"
+PROTECTED = ["「小小探索家」早教中心", "¥99/节", "400-820-1234"]
+
+
+class NoFanout(Fanout):
+    """Workers that never come: every copy is rendered on demand."""
+
+    def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None:
+        pass
+
+
+@dataclass
+class Dist:
+    harness: object
+    app: DistributionApp
+    stub: pb_grpc.DistributionServiceStub
+    admin: tuple[tuple[str, str], ...]
+    editor: tuple[tuple[str, str], ...]
+
+    def rep(self, name: str, team: str = "", user: bool = True) -> tuple[pb.Rep, tuple[tuple[str, str], ...]]:
+        principal, md = self.harness.user(Role.REP, name) if user else (None, ())  # type: ignore[attr-defined]
+        rep = self.stub.CreateRep(pb.CreateRepRequest(rep=pb.Rep(
+            display_name=name, signature="祝您生活愉快", store="徐汇店", region="上海", team=team,
+            user=principal.name if principal else "")), metadata=self.admin)
+        return rep, md
+
+    def publish(self, images: int = 2, teams: list[str] | None = None, template: str = "", badge: bool = True) -> str:
+        h = self.harness
+        md = self.editor
+        assets = [h.content.UploadAsset(upload_messages(p.read_bytes(), p.name), metadata=md).name  # type: ignore[attr-defined]
+                  for p in sorted(DEMO.glob("*.jpg"))[:images]]
+        content = cpb.PostContent(
+            title="5岁小姑娘的创造力启蒙三步走", body=(DEMO / "post.txt").read_text(encoding="utf-8"), images=assets,
+            target_teams=teams or [],
+            variation=cpb.VariationSettings(protected_phrases=PROTECTED, badge_enabled=badge,
+                                            rep_template=template or "{{ body }}\n\n—— {{ rep.display_name }}｜{{ rep.store }}"))
+        post = h.content.CreatePost(cpb.CreatePostRequest(content=content), metadata=md)  # type: ignore[attr-defined]
+        h.content.PublishPost(cpb.PublishPostRequest(name=post.name), metadata=md)  # type: ignore[attr-defined]
+        self.settle()
+        return post.name
+
+    def settle(self) -> None:
+        if isinstance(self.app.fanout, InProcessFanout):
+            self.app.fanout.wait_idle(timeout=120)
+
+
+def _dist(harness, fanout: Fanout | None) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
+    app = DistributionApp.build(harness.app.settings, blobs=harness.app.blobs, fanout=fanout, migrate=True)
+    harness.events.subscribe(POST_PUBLISHED, app.service.handle_post_published)
+    server = build_server(app, "127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Dist(harness, app, pb_grpc.DistributionServiceStub(channel), harness.md(Role.ADMIN), harness.md(Role.EDITOR))
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()
+
+
+@pytest.fixture
+def dist(harness) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
+    yield from _dist(harness, None)
+
+
+@pytest.fixture
+def lazy(harness) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
+    yield from _dist(harness, NoFanout())
+
+
+def code_of(call, *args, **kwargs) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, **kwargs)
+    return err.value.code()  # type: ignore[attr-defined]
+
+
+# ---- reps and teams -----------------------------------------------------------------------
+
+
+def test_reps_and_teams_are_managed_and_validated(dist: Dist) -> None:
+    team = dist.stub.CreateTeam(pb.CreateTeamRequest(team=pb.Team(name="teams/east", display_name="华东")),
+                                metadata=dist.admin)
+    rep, _ = dist.rep("小王", team=team.name)
+    assert (rep.display_name, rep.team, rep.store) == ("小王", "teams/east", "徐汇店") and rep.user.startswith("users/")
+    got = dist.stub.GetRep(pb.GetRepRequest(name=rep.name), metadata=dist.editor)
+    assert got == rep
+    renamed = dist.stub.UpdateRep(pb.UpdateRepRequest(rep=pb.Rep(name=rep.name, display_name="王老师", etag=rep.etag),
+                                                      update_mask={"paths": ["display_name"]}), metadata=dist.admin)
+    assert renamed.display_name == "王老师" and renamed.store == "徐汇店" and renamed.etag != rep.etag
+    assert code_of(dist.stub.UpdateRep, pb.UpdateRepRequest(rep=pb.Rep(name=rep.name, display_name="x", etag=rep.etag),
+                                                            update_mask={"paths": ["display_name"]}),
+                   metadata=dist.admin) == grpc.StatusCode.ABORTED
+    assert code_of(dist.stub.CreateRep, pb.CreateRepRequest(rep=pb.Rep(display_name="")),
+                   metadata=dist.admin) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(dist.stub.CreateRep, pb.CreateRepRequest(rep=pb.Rep(display_name="x", team="teams/nope")),
+                   metadata=dist.admin) == grpc.StatusCode.NOT_FOUND
+    assert code_of(dist.stub.CreateTeam, pb.CreateTeamRequest(team=pb.Team(name="teams/east", display_name="另一个")),
+                   metadata=dist.admin) == grpc.StatusCode.ALREADY_EXISTS
+    assert code_of(dist.stub.CreateRep, pb.CreateRepRequest(rep=pb.Rep(display_name="x")),
+                   metadata=dist.harness.md(Role.REP)) == grpc.StatusCode.PERMISSION_DENIED
+    for i in range(4):
+        dist.rep(f"rep{i}", user=False)
+    names, token = [], ""
+    while True:
+        page = dist.stub.ListReps(pb.ListRepsRequest(page_size=2, page_token=token), metadata=dist.editor)
+        names += [r.name for r in page.reps]
+        if not (token := page.next_page_token):
+            break
+    assert len(names) == 5 == len(set(names))
+    east = dist.stub.ListReps(pb.ListRepsRequest(team="teams/east"), metadata=dist.editor)
+    assert [r.name for r in east.reps] == [rep.name]
+
+
+def test_a_rep_user_links_to_one_rep_only(dist: Dist) -> None:
+    principal, _ = dist.harness.user(Role.REP, "x")  # type: ignore[attr-defined]
+    dist.stub.CreateRep(pb.CreateRepRequest(rep=pb.Rep(display_name="a", user=principal.name)), metadata=dist.admin)
+    assert code_of(dist.stub.CreateRep, pb.CreateRepRequest(rep=pb.Rep(display_name="b", user=principal.name)),
+                   metadata=dist.admin) == grpc.StatusCode.ALREADY_EXISTS
+    editor, _ = dist.harness.user(Role.EDITOR, "e")  # type: ignore[attr-defined]
+    assert code_of(dist.stub.CreateRep, pb.CreateRepRequest(rep=pb.Rep(display_name="c", user=editor.name)),
+                   metadata=dist.admin) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# ---- copies ---------------------------------------------------------------------------------
+
+
+def test_every_targeted_rep_gets_a_personal_faithful_distinct_copy(dist: Dist) -> None:
+    reps = [dist.rep(f"销售{i}") for i in range(6)]
+    post = dist.publish(images=2)
+    status = dist.stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post), metadata=dist.editor)
+    assert (status.total, status.rendered, list(status.failures)) == (6, 6, [])
+    copies = [dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=r.name), metadata=md) for r, md in reps]
+    tokens = ShareTokens(list(dist.app.settings.share_token_keys))
+    for (rep, _md), copy in zip(reps, copies, strict=True):
+        assert copy.text.endswith(f"—— {rep.display_name}｜徐汇店")
+        for phrase in [*PROTECTED, "https://example.com/open-day", "#早教"]:
+            assert phrase in copy.text
+        assert len(copy.images) == 2 and all(i.width > 0 and i.mime_type == "image/jpeg" for i in copy.images)
+        token = tokens.verify(copy.share_token)
+        assert (f"posts/{token.post_id}", f"reps/{token.rep_id}", token.revision) == (post, rep.name, 1)
+    assert len({c.text for c in copies}) == 6
+    shas = [i.sha256 for c in copies for i in c.images]
+    assert len(set(shas)) == len(shas)  # every rep's image bytes differ from every other rep's
+    streamed = b"".join(m.chunk for m in dist.stub.DownloadCopyImage(
+        pb.DownloadCopyImageRequest(name=copies[0].images[0].name), metadata=reps[0][1]))
+    import hashlib
+
+    assert hashlib.sha256(streamed).hexdigest() == copies[0].images[0].sha256
+    again = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=reps[0][0].name), metadata=reps[0][1])
+    assert (again.text, [i.sha256 for i in again.images], again.share_token) == (
+        copies[0].text, [i.sha256 for i in copies[0].images], copies[0].share_token)  # stable
+
+
+def test_reps_see_only_their_own_targeted_copies(dist: Dist) -> None:
+    dist.stub.CreateTeam(pb.CreateTeamRequest(team=pb.Team(name="teams/east", display_name="华东")), metadata=dist.admin)
+    dist.stub.CreateTeam(pb.CreateTeamRequest(team=pb.Team(name="teams/west", display_name="西部")), metadata=dist.admin)
+    east, east_md = dist.rep("东", team="teams/east")
+    west, west_md = dist.rep("西", team="teams/west")
+    post = dist.publish(images=1, teams=["teams/east"])
+    dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=east.name), metadata=east_md)
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=east.name),
+                   metadata=west_md) == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=west.name),
+                   metadata=west_md) == grpc.StatusCode.PERMISSION_DENIED  # not targeted
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep="reps/nobody"),
+                   metadata=dist.admin) == grpc.StatusCode.NOT_FOUND
+    draft = dist.harness.content.CreatePost(cpb.CreatePostRequest(content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="草稿", body="还没发布")), metadata=dist.editor)
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=draft.name, rep=east.name),
+                   metadata=east_md) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=east.name),
+                   metadata=dist.editor) == grpc.StatusCode.PERMISSION_DENIED  # editors preview instead
+
+
+def test_a_rep_who_joins_a_targeted_team_later_gets_a_copy(dist: Dist) -> None:
+    dist.stub.CreateTeam(pb.CreateTeamRequest(team=pb.Team(name="teams/east", display_name="华东")), metadata=dist.admin)
+    dist.rep("先来", team="teams/east")
+    post = dist.publish(images=1, teams=["teams/east"])
+    late, md = dist.rep("后到", team="teams/east")
+    copy = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=late.name), metadata=md)
+    assert "后到" in copy.text
+    status = dist.stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post), metadata=dist.editor)
+    assert (status.total, status.rendered) == (2, 2)
+
+
+def test_a_new_revision_gives_new_copies(dist: Dist) -> None:
+    rep, md = dist.rep("小李")
+    post = dist.publish(images=1)
+    first = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md)
+    h = dist.harness
+    edited = h.content.UpdatePost(cpb.UpdatePostRequest(post=cpb.Post(name=post, content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="新版")), update_mask={"paths": ["content.title"]}), metadata=dist.editor)
+    h.content.PublishPost(cpb.PublishPostRequest(name=edited.name), metadata=dist.editor)  # type: ignore[attr-defined]
+    dist.settle()
+    second = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md)
+    assert first.revision.endswith("/revisions/1") and second.revision.endswith("/revisions/2")
+    assert second.name != first.name and second.share_token != first.share_token
+
+
+def test_copies_render_on_demand_once_under_concurrency(lazy: Dist) -> None:
+    rep, md = lazy.rep("急性子")
+    post = lazy.publish(images=2)
+    results: list[pb.RepCopy] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            results.append(lazy.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md))
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 6
+    assert len({(r.text, r.share_token, tuple(i.sha256 for i in r.images)) for r in results}) == 1
+    with lazy.app.db.read() as s:
+        attempts = s.scalar(select(func.sum(CopyRow.attempts)))
+    assert attempts == 1  # rendered once, not six times
+
+
+def test_a_vanished_image_fails_its_copies_with_a_reason_and_spares_other_posts(dist: Dist) -> None:
+    rep, md = dist.rep("小张")
+    good = dist.publish(images=1)
+    h = dist.harness
+    asset = h.content.UploadAsset(upload_messages(jpeg(42, (300, 200)), "lost.jpg"), metadata=dist.editor)  # type: ignore[attr-defined]
+    key = f"originals/{asset.name.split('/')[1]}"
+    h.app.blobs.delete(key)  # type: ignore[attr-defined]
+    post = h.content.CreatePost(cpb.CreatePostRequest(content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="图丢了", body="这张图不见了。", images=[asset.name])), metadata=dist.editor)
+    h.content.PublishPost(cpb.PublishPostRequest(name=post.name), metadata=dist.editor)  # type: ignore[attr-defined]
+    dist.settle()
+    status = dist.stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post.name), metadata=dist.editor)
+    assert status.rendered == 0 and [f.rep for f in status.failures] == [rep.name]
+    assert "missing" in status.failures[0].reason
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post.name, rep=rep.name),
+                   metadata=md) == grpc.StatusCode.FAILED_PRECONDITION
+    assert dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=good, rep=rep.name), metadata=md).text
+
+
+def test_a_corrupt_image_fails_with_a_clear_reason(dist: Dist) -> None:
+    rep, _ = dist.rep("小赵")
+    h = dist.harness
+    data = jpeg(9, (400, 300))
+    asset = h.content.UploadAsset(upload_messages(data, "broken.jpg"), metadata=dist.editor)  # type: ignore[attr-defined]
+    import io
+
+    h.app.blobs.put(f"originals/{asset.name.split('/')[1]}", io.BytesIO(data[:200]), 200, "image/jpeg")  # type: ignore[attr-defined]
+    post = h.content.CreatePost(cpb.CreatePostRequest(content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="坏图", body="截断的图片。", images=[asset.name])), metadata=dist.editor)
+    h.content.PublishPost(cpb.PublishPostRequest(name=post.name), metadata=dist.editor)  # type: ignore[attr-defined]
+    dist.settle()
+    status = dist.stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post.name), metadata=dist.editor)
+    assert [f.rep for f in status.failures] == [rep.name] and "image 1" in status.failures[0].reason
+
+
+def test_distinctness_report_and_preview(dist: Dist) -> None:
+    reps = [dist.rep(f"顾问{i}", user=False)[0] for i in range(8)]
+    post = dist.publish(images=1)
+    report = dist.stub.GetDistinctnessReport(pb.GetDistinctnessReportRequest(post=post), metadata=dist.editor)
+    assert report.copies == 8 and report.text_duplicates == 0 and report.image_byte_duplicates == 0
+    assert report.protected_span_violations == 0
+    assert 0 < report.jaccard_max <= 0.8 and report.jaccard_min <= report.jaccard_median <= report.jaccard_max
+    assert report.ssim_min >= 0.95
+    assert sum(report.phash_distances) == 8 * 7 // 2  # one entry per pair of copies
+    preview = dist.stub.PreviewCopies(pb.PreviewCopiesRequest(post=post, sample_reps=[r.name for r in reps[:3]]),
+                                      metadata=dist.editor)
+    assert len(preview.copies) == 3 and preview.targeted_reps == 8 and preview.policy_met
+    assert preview.capacity_estimate >= 8 and all("顾问" in c.text for c in preview.copies)
+    assert code_of(dist.stub.PreviewCopies, pb.PreviewCopiesRequest(post=post), metadata=dist.editor) == (
+        grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_roles_table_covers_every_rpc() -> None:
+    from services.distribution.api import ROLES
+
+    assert set(ROLES) == set(pb.DESCRIPTOR.services_by_name["DistributionService"].methods_by_name)
