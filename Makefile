@@ -8,6 +8,8 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
+# A CJK font so rep badges can carry Chinese names (Debian package; the tests check the badge text).
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
 .PHONY: demo test bench proto proto-check lint migrate serve run services clean reformat
 
@@ -16,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(CJK_FONT):
+	apt-get install -y --no-install-recommends fonts-wqy-microhei >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y --no-install-recommends fonts-wqy-microhei)
 
 $(BUF): package.json
 	npm install --no-audit --no-fund --silent
@@ -26,7 +32,7 @@ demo: $(STAMP)
 	$(PY) -m services.demo
 
 ## test: start PostgreSQL/Redis if they are down, then run the whole suite
-test: $(STAMP) $(BUF) services
+test: $(STAMP) $(BUF) $(CJK_FONT) services
 	$(PY) -m pytest
 
 ## services: start this machine's PostgreSQL and Redis when they are not running
@@ -36,7 +42,7 @@ services:
 	@for i in $$(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL/Redis did not come up" >&2; exit 1
 
 ## bench: run every benchmark in bench/ and write bench/results.md
-bench: $(STAMP) services
+bench: $(STAMP) $(CJK_FONT) services
 	$(PY) -m bench
 
 ## proto: regenerate services/protos from proto/ (and lint with buf)

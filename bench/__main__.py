@@ -18,7 +18,7 @@ import grpc
 from services.shared.blobstore import blob_store_from_settings
 from services.shared.settings import load_settings
 
-from . import reads, uploads
+from . import image_variant, reads, text_variation, uploads
 from .common import (
     Backend,
     Row,
@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     backends: list[Backend] = []
     skipped: list[str] = []
     photo = uploads.noisy_photo()
+    print("distribution domain: image variant and text copy ...", flush=True)
+    for module in (image_variant, text_variation):  # in-process, before any server starts: a quiet machine
+        for d in module.run(args.quick):
+            rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
     with tempfile.TemporaryDirectory(prefix="contentops-bench-") as tmp, sink_server() as sink:
         root = Path(tmp)
         common = {"CONTENTOPS_SECRET_KEY": "bench-secret"}

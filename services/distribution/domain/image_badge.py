@@ -22,6 +22,7 @@ import functools
 import io
 import os
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ PLATE = (255, 255, 255)
 PLATE_OPACITY = 230  # of 255
 INK = (43, 43, 43)
 
+_FONT_LOCK = threading.RLock()
 _CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -64,11 +66,18 @@ def clean_text(text: str) -> str:
     """NFC, control and invisible characters removed, whitespace collapsed, at most MAX_TEXT_CHARS."""
     text = _CONTROL.sub("", unicodedata.normalize("NFC", text or ""))
     text = " ".join(text.split())
-    return text[:MAX_TEXT_CHARS]
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS - 1].rstrip() + "…"
 
 
 def render_badge(canvas: tuple[int, int], text: str, qr_png: bytes | None, position: int,
                  font_path: str | None = None) -> BadgeTile | None:
+    # The cached FreeType faces are shared; on-demand renders may run on several server threads at once.
+    with _FONT_LOCK:
+        return _render_badge(canvas, text, qr_png, position, font_path)
+
+
+def _render_badge(canvas: tuple[int, int], text: str, qr_png: bytes | None, position: int,
+                  font_path: str | None) -> BadgeTile | None:
     width, height = canvas
     short = min(width, height)
     text = clean_text(text)
@@ -81,6 +90,8 @@ def render_badge(canvas: tuple[int, int], text: str, qr_png: bytes | None, posit
     max_plate_width = round(0.62 * width)
     text_room = max_plate_width - 2 * pad - ((qr.width + pad) if qr else 0)
     font, drawn = _fit_text(text, size, text_room, font_path) if text else (None, "")
+    if not drawn and qr is None:
+        return None  # no font could draw the name, and there is no QR: an empty plate helps nobody
     ascent, descent = font.getmetrics() if font else (0, 0)
     text_width = round(font.getlength(drawn)) if font and drawn else 0
     text_height = ascent + descent if drawn else 0
@@ -95,9 +106,9 @@ def render_badge(canvas: tuple[int, int], text: str, qr_png: bytes | None, posit
     top = height - margin - plate[1] if bottom else margin
 
     radius = min(plate[1] // 2, round(0.7 * size))
-    mask = _rounded_mask(plate, radius, PLATE_OPACITY)
+    mask = _rounded_mask(plate, radius, PLATE_OPACITY).copy()
     tile = Image.new("RGB", plate, PLATE)
-    draw, ink_mask = ImageDraw.Draw(tile), ImageDraw.Draw(mask)
+    draw = ImageDraw.Draw(tile)
     if qr and right and drawn:  # the QR sits on the plate's outer edge, toward the corner
         x_text, x_qr = pad, pad + text_width + pad
     else:
@@ -109,7 +120,6 @@ def render_badge(canvas: tuple[int, int], text: str, qr_png: bytes | None, posit
     if drawn and font:
         y = plate[1] // 2
         draw.text((x_text, y), drawn, font=font, fill=INK, anchor="lm")
-        ink_mask.text((x_text, y), drawn, font=font, fill=255, anchor="lm")  # the ink is opaque, not 90 %
     return BadgeTile(tile, mask, (left, top, left + plate[0], top + plate[1]), drawn or None)
 
 
@@ -119,15 +129,18 @@ def apply_badge(image: Image.Image, tile: BadgeTile) -> None:
     image.paste(source, tile.box[:2], tile.mask)
 
 
+@functools.lru_cache(maxsize=32)
 def _rounded_mask(size: tuple[int, int], radius: int, opacity: int) -> Image.Image:
-    """A rounded rectangle with anti-aliased corners (drawn at 4x, then reduced)."""
+    """A rounded rectangle with anti-aliased corners (drawn at 4x, then reduced). Cached: copy before drawing."""
     k = 4
     big = Image.new("L", (size[0] * k, size[1] * k), 0)
     ImageDraw.Draw(big).rounded_rectangle((0, 0, big.width - 1, big.height - 1), radius=radius * k, fill=opacity)
     return big.reduce(k)
 
 
+@functools.lru_cache(maxsize=32)
 def _load_qr(data: bytes, side: int) -> Image.Image:
+    """The QR decoded, flattened onto white and scaled to ``side``; cached, as a rep's copies share it."""
     try:
         with Image.open(io.BytesIO(data), formats=("PNG", "JPEG", "WEBP")) as im:
             im.load()
