@@ -1,9 +1,11 @@
 """``make demo``: the main job on the embedded default, with nothing running beforehand.
 
-Starts the content service in-process (SQLite + local blob folder + in-process
-jobs, all under ./var/demo), creates an editor, uploads the bundled sample post
-(Chinese text and three photos), revises it, publishes it, schedules a second
-post and lets the scheduler publish it, and prints what happened at each step.
+Starts the content and distribution services in-process (SQLite + local blob
+folder + in-process jobs, all under ./var/demo), creates an editor and five
+reps, uploads the bundled sample post (Chinese text and three photos), revises
+it, publishes it, schedules a second post and lets the scheduler publish it.
+Each rep then fetches their own copy over gRPC; the copies (text and images)
+are written to ./var/demo/copies/ and the distinctness report is printed.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from google.protobuf import field_mask_pb2
 from services.content.__main__ import build_server
 from services.content.app import ContentApp
 from services.content.events import POST_PUBLISHED, InProcessEvents
+from services.distribution.__main__ import build_server as build_distribution_server
+from services.distribution.app import DistributionApp
 from services.protos.contentops.content.v1 import content_pb2 as pb
 from services.protos.contentops.content.v1 import content_pb2_grpc as pb_grpc
 from services.protos.contentops.content.v1 import events_pb2
+from services.protos.contentops.distribution.v1 import distribution_pb2 as dpb
+from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as dpb_grpc
 from services.shared.apiutil import to_timestamp
 from services.shared.identity.domain import Role
 from services.shared.logs import configure_logging
@@ -32,6 +38,7 @@ from services.shared.settings import load_settings
 
 DATA = Path(__file__).parent / "demo_data"
 OUT = Path("var/demo")
+REPS = [("李晓雨", "徐汇店"), ("王珊", "静安店"), ("张可欣", "浦东店"), ("陈默", "长宁店"), ("刘佳", "闵行店")]
 
 
 def say(step: str, detail: str = "") -> None:
@@ -59,14 +66,33 @@ def main() -> int:
     app = ContentApp.build(settings, events=events)
     server = build_server(app, "127.0.0.1:0")
     server.start()
+    dist = DistributionApp.build(settings, blobs=app.blobs, migrate=True)
+    events.subscribe(POST_PUBLISHED, dist.service.handle_post_published)
+    dist_server = build_distribution_server(dist, "127.0.0.1:0")
+    dist_server.start()
+    dist_channel = grpc.insecure_channel(f"127.0.0.1:{dist_server.port}")
+    dist_stub = dpb_grpc.DistributionServiceStub(dist_channel)
     print(f"ContentOps demo — embedded default: SQLite + local blobs in {OUT.resolve()}, in-process jobs")
-    say("content service started", f"gRPC on 127.0.0.1:{server.port} (health + reflection on)")
+    say("content and distribution services started",
+        f"gRPC on 127.0.0.1:{server.port} and 127.0.0.1:{dist_server.port} (health + reflection on)")
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     stub = pb_grpc.ContentServiceStub(channel)
     try:
         editor, _, secret = app.identity.create_user("王编辑", Role.EDITOR)
         md = (("authorization", f"Bearer {secret}"),)
         say("editor created", f"{editor.name}; token shown once, stored only as a hash: {secret[:12]}…")
+
+        admin = (("authorization", f"Bearer {app.identity.create_user('管理员', Role.ADMIN)[2]}"),)
+        dist_stub.CreateTeam(dpb.CreateTeamRequest(team=dpb.Team(name="teams/shanghai", display_name="上海团队")),
+                             metadata=admin)
+        reps = []
+        for name, store in REPS:
+            user, _, rep_secret = app.identity.create_user(name, Role.REP)
+            rep = dist_stub.CreateRep(dpb.CreateRepRequest(rep=dpb.Rep(
+                display_name=name, signature="有问题随时找我～", store=store, region="上海", team="teams/shanghai",
+                user=user.name)), metadata=admin)
+            reps.append((rep, (("authorization", f"Bearer {rep_secret}"),)))
+        say(f"{len(reps)} reps created in teams/shanghai", ", ".join(f"{r.display_name}（{r.store}）" for r, _ in reps))
 
         topics = []
         for topic_id, label in [("early-education", "早教"), ("picture-books", "亲子阅读")]:
@@ -142,12 +168,59 @@ def main() -> int:
                   f"topics {', '.join(e.content.topics)}")
         listed = stub.ListPosts(pb.ListPostsRequest(state=pb.POST_STATE_PUBLISHED), metadata=md)
         say(f"published posts now: {len(listed.posts)}")
+
+        dist.fanout.wait_idle(timeout=120)  # type: ignore[attr-defined]
+        status = dist_stub.GetCampaignStatus(dpb.GetCampaignStatusRequest(post=post.name), metadata=md)
+        say("campaign for the first post's live revision",
+            f"{status.revision}: {status.rendered}/{status.total} copies rendered, "
+            f"{len(status.failures)} failed; variation space serves ~{status.capacity_estimate} reps")
+        copies_dir = OUT / "copies"
+        for rep, rep_md in reps:
+            copy = dist_stub.GetRepCopy(dpb.GetRepCopyRequest(post=post.name, rep=rep.name), metadata=rep_md)
+            folder = copies_dir / rep.display_name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "text.txt").write_text(copy.text, encoding="utf-8")
+            for image in copy.images:
+                data = b"".join(m.chunk for m in dist_stub.DownloadCopyImage(
+                    dpb.DownloadCopyImageRequest(name=image.name), metadata=rep_md))
+                (folder / f"image-{image.name.rsplit('/', 1)[1]}.jpg").write_bytes(data)
+        say(f"each rep fetched their own copy; written to {copies_dir.resolve()}")
+        first_rep, first_md = reps[0]
+        sample = dist_stub.GetRepCopy(dpb.GetRepCopyRequest(post=post.name, rep=first_rep.name), metadata=first_md)
+        print(f"\n    ---- {first_rep.display_name}'s copy ----")
+        print("    " + sample.text.replace("\n", "\n    "))
+        print(f"    images: {', '.join(f'{i.width}x{i.height} {i.sha256[:10]}…' for i in sample.images)}")
+        print(f"    share link token: {sample.share_token[:32]}…\n")
+        try:
+            dist_stub.GetRepCopy(dpb.GetRepCopyRequest(post=post.name, rep=reps[1][0].name), metadata=first_md)
+        except grpc.RpcError as err:
+            say("a rep asking for another rep's copy is refused", f"{err.code().name}: {err.details()}")  # type: ignore[attr-defined]
+
+        report = dist_stub.GetDistinctnessReport(dpb.GetDistinctnessReportRequest(post=post.name),
+                                                 metadata=md)
+        say("distinctness report", "\n    ".join([
+            f"copies: {report.copies}",
+            f"text: {report.text_duplicates} duplicates; pairwise 5-gram Jaccard min {report.jaccard_min:.3f} / "
+            f"median {report.jaccard_median:.3f} / max {report.jaccard_max:.3f} (policy: ≤ 0.8)",
+            f"images: {report.image_byte_duplicates} byte duplicates; pHash distances {histogram(report.phash_distances)}; "
+            f"dHash distances {histogram(report.dhash_distances)}",
+            f"fidelity: minimum SSIM against the aligned original {report.ssim_min:.4f} (policy: ≥ 0.95)",
+            f"protected-span violations: {report.protected_span_violations}",
+        ]))
         print("done.")
         return 0
     finally:
         channel.close()
+        dist_channel.close()
         server.stop(grace=2)
+        dist_server.stop(grace=2)
+        dist.close()
         app.close()
+
+
+def histogram(counts: list[int]) -> str:
+    """[d] = number of pairs at distance d -> 'd:n' for the non-zero entries."""
+    return " ".join(f"{d}:{n}" for d, n in enumerate(counts) if n) or "—"
 
 
 if __name__ == "__main__":
