@@ -64,9 +64,9 @@ reformat: $(STAMP)
 migrate: $(STAMP)
 	$(VENV)/bin/contentops migrate
 
-## serve: run the content service in the foreground
+## serve: every service in one process on the embedded default (content :50051, distribution :50052)
 serve: $(STAMP)
-	$(PY) -m services.content
+	$(PY) -m services
 
 clean:
 	rm -rf $(VENV) node_modules var demo-out .pytest_cache .hypothesis

@@ -1,0 +1,70 @@
+"""``python -m services``: every service in one process, for the embedded default.
+
+On the embedded default there is no broker, so the content service's publish
+events reach the distribution service through an in-process subscription, and
+rendering runs on an in-process pool. With ``REDIS_URL`` set, run the services
+as separate processes (``python -m services.content``, ``python -m
+services.distribution``) with Celery workers instead; this runner refuses, so
+events are never split between an in-process subscriber and the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from services.content.__main__ import build_server as build_content_server
+from services.content.app import ContentApp
+from services.content.events import POST_PUBLISHED, InProcessEvents
+from services.distribution.__main__ import build_server as build_distribution_server
+from services.distribution.app import DistributionApp
+from services.shared.logs import configure_logging
+from services.shared.periodic import PeriodicRunner
+from services.shared.settings import load_settings
+
+log = logging.getLogger("services")
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if not settings.embedded_tasks:
+        raise SystemExit("REDIS_URL is set: run python -m services.content, python -m services.distribution and "
+                         "Celery workers as separate processes")
+    events = InProcessEvents()
+    content = ContentApp.build(settings, events=events)
+    distribution = DistributionApp.build(settings, blobs=content.blobs)
+    events.subscribe(POST_PUBLISHED, distribution.service.handle_post_published)
+    servers = [build_content_server(content), build_distribution_server(distribution)]
+    runner = PeriodicRunner(settings.scheduler_interval_seconds, {
+        "publish_due_posts": content.service.publish_due_posts,
+        "relay_outbox": content.service.relay_outbox,
+    })
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: draining for up to %.0fs", signum, settings.shutdown_grace_seconds)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for server in servers:
+        server.start()
+    runner.start()
+    log.info("content on %s, distribution on %s (embedded default, data in %s)", settings.content_addr,
+             settings.distribution_addr, settings.data_dir)
+    stopping.wait()
+    drains = [threading.Thread(target=s.stop) for s in servers]  # both drain in parallel within the grace
+    for t in drains:
+        t.start()
+    for t in drains:
+        t.join()
+    runner.stop()
+    distribution.close()
+    content.close()
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()
