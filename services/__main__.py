@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import timedelta
 
 from services.content.__main__ import build_server as build_content_server
 from services.content.app import ContentApp
@@ -40,6 +41,9 @@ def main() -> None:
     runner = PeriodicRunner(settings.scheduler_interval_seconds, {
         "publish_due_posts": content.service.publish_due_posts,
         "relay_outbox": content.service.relay_outbox,
+        # Chunks the in-process pool could not finish (a store was down) are queued again.
+        "redispatch_stale": lambda: distribution.service.redispatch_stale(
+            timedelta(seconds=settings.campaign_resweep_seconds)),
     })
     stopping = threading.Event()
 

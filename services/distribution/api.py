@@ -70,6 +70,16 @@ def _optional_name(value: str, collection: str, field: str) -> str | None:
     return parse_name(value, collection, field) if value else None
 
 
+MAX_ASSET_ID = 26  # distribution_reps.contact_qr_asset is VARCHAR(26), as long as the content service's ids
+
+
+def _qr_asset(value: str, field: str) -> str:
+    asset = _optional_name(value, "assets", field) or ""
+    if len(asset) > MAX_ASSET_ID:
+        raise InvalidArgument(field, f"not an asset id (at most {MAX_ASSET_ID} characters)")
+    return asset
+
+
 def parse_copy_image_name(value: str) -> tuple[str, int, str, int]:
     parts = value.split("/")
     if (len(parts) != 8 or parts[0] != "posts" or parts[2] != "revisions" or parts[4] != "copies"
@@ -115,7 +125,7 @@ class DistributionServicer(pb_grpc.DistributionServiceServicer):
         rep = self.service.create_rep(
             r.display_name, r.signature, r.store, r.region,
             _optional_name(r.team, "teams", "rep.team"),
-            _optional_name(r.contact_qr_asset, "assets", "rep.contact_qr_asset") or "",
+            _qr_asset(r.contact_qr_asset, "rep.contact_qr_asset"),
             _optional_name(r.user, "users", "rep.user"),
         )
         return rep_to_pb(rep)
@@ -140,7 +150,7 @@ class DistributionServicer(pb_grpc.DistributionServiceServicer):
         if "team" in paths:
             changes["team_id"] = _optional_name(r.team, "teams", "rep.team")
         if "contact_qr_asset" in paths:
-            changes["contact_qr_asset"] = _optional_name(r.contact_qr_asset, "assets", "rep.contact_qr_asset") or ""
+            changes["contact_qr_asset"] = _qr_asset(r.contact_qr_asset, "rep.contact_qr_asset")
         if "user" in paths:
             changes["user_id"] = _optional_name(r.user, "users", "rep.user")
         return rep_to_pb(self.service.update_rep(rep_id, changes, r.etag))

@@ -37,6 +37,7 @@ from services.shared.ids import new_id
 from services.shared.sharetoken import ShareTokens
 
 from . import variation
+from .domain.images import Variant
 from .domain.reps import Rep, Team, validate_rep_fields, validate_team_name
 from .locks import RenderLocks
 from .models import CampaignRow, CopyRow, RepRow, TeamRow
@@ -201,18 +202,31 @@ class DistributionService:
             merged = replace(current, **changes)  # type: ignore[arg-type]
             validate_rep_fields(merged.display_name, merged.signature, merged.store, merged.region)
             self._check_links(s, merged.team_id, merged.user_id if "user_id" in changes else None, rep_id)
-            result = s.execute(
-                update(RepRow).where(RepRow.id == rep_id, RepRow.version == row.version).values(
-                    display_name=merged.display_name.strip(), signature=merged.signature, store=merged.store,
-                    region=merged.region, team_id=merged.team_id, contact_qr_asset=merged.contact_qr_asset,
-                    user_id=merged.user_id, update_time=_now(), version=row.version + 1)
-                .execution_options(synchronize_session=False)
-            )
+            try:
+                result = s.execute(
+                    update(RepRow).where(RepRow.id == rep_id, RepRow.version == row.version).values(
+                        display_name=merged.display_name.strip(), signature=merged.signature, store=merged.store,
+                        region=merged.region, team_id=merged.team_id, contact_qr_asset=merged.contact_qr_asset,
+                        user_id=merged.user_id, update_time=_now(), version=row.version + 1)
+                    .execution_options(synchronize_session=False)
+                )
+            except IntegrityError:  # another rep took this user between the check and the update
+                raise AlreadyExists(f"users/{merged.user_id} is already linked to another rep") from None
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise Aborted(f"{current.name} changed concurrently; read it again")
+        if "user_id" in changes and current.user_id and current.user_id != merged.user_id:
+            self._unlink_user(current.user_id, rep_id)  # the previous login no longer acts as this rep
         if "user_id" in changes and merged.user_id:
             self.identity.link_rep(merged.user_id, f"reps/{rep_id}")
         return self.get_rep(rep_id)
+
+    def _unlink_user(self, user_id: str, rep_id: str) -> None:
+        try:
+            user = self.identity.get_user(user_id)
+        except NotFound:
+            return
+        if user.rep == f"reps/{rep_id}":
+            self.identity.link_rep(user_id, "")
 
     # ---- campaigns --------------------------------------------------------------------------
 
@@ -291,9 +305,12 @@ class DistributionService:
             return self._fail(campaign_id, rep_id, "the rep was deleted")
         try:
             text = variation.render_copy_text(snapshot, rep_view, choice)
-            images = [self._render_image(ref, i, rep_view, snapshot) for i, ref in enumerate(snapshot.images)]
+            variants = [self._render_image(ref, i, rep_view, snapshot) for i, ref in enumerate(snapshot.images)]
         except variation.PermanentRenderError as err:
             return self._fail(campaign_id, rep_id, str(err))
+        # Stored only once every image has rendered, so a copy that fails for good (say on its
+        # second image) leaves no variant of its first behind in the store.
+        images = [self._store_variant(ref, v) for ref, v in zip(snapshot.images, variants, strict=True)]
         token, _ = self.tokens.issue(post_id, revision, rep_id, copy_id)
         with self.db.write() as s:
             s.execute(
@@ -306,12 +323,14 @@ class DistributionService:
         return True
 
     def _render_image(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
-                      snapshot: events_pb2.PostContentSnapshot) -> dict[str, object]:
+                      snapshot: events_pb2.PostContentSnapshot) -> Variant:
         try:
             original = b"".join(self.blobs.open(ref.blob_key))
         except BlobNotFound:
             raise variation.ImageRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
-        variant = variation.render_image(original, ref.sha256, rep, snapshot, index)
+        return variation.render_image(original, ref.sha256, rep, snapshot, index)
+
+    def _store_variant(self, ref: events_pb2.ImageRef, variant: Variant) -> dict[str, object]:
         key = f"variants/{variant.sha256[:2]}/{variant.sha256}"
         if not self.blobs.exists(key):  # content-addressed: a re-render writes nothing new
             self.blobs.put(key, io.BytesIO(variant.data), len(variant.data), variant.mime_type)
