@@ -308,3 +308,19 @@ def test_roles_table_covers_every_rpc() -> None:
     from services.distribution.api import ROLES
 
     assert set(ROLES) == set(pb.DESCRIPTOR.services_by_name["DistributionService"].methods_by_name)
+
+
+def test_identical_image_bytes_for_two_reps_are_re_planned(dist: Dist, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.distribution import variation
+    from services.distribution.domain.images import plan_edit
+
+    # Force the astronomically rare case: every rep's first plan is the same edit.
+    monkeypatch.setattr(variation, "plan_edit",
+                        lambda sha, rep_id, attempt=0: plan_edit(sha, "everyone" if attempt == 0 else rep_id, attempt))
+    reps = [dist.rep(f"同款{i}", user=False)[0] for i in range(3)]
+    post = dist.publish(images=1, badge=False)
+    status = dist.stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post), metadata=dist.editor)
+    assert (status.rendered, list(status.failures)) == (3, [])
+    report = dist.stub.GetDistinctnessReport(pb.GetDistinctnessReportRequest(post=post), metadata=dist.editor)
+    assert report.copies == 3 and report.image_byte_duplicates == 0
+    assert len(reps) == 3

@@ -75,6 +75,16 @@ class CopyRow(Base):
     render_time: Mapped[datetime | None] = mapped_column(TS, nullable=True)
 
 
+class VariantRow(Base):
+    """Which rep owns each rendered image's bytes: two reps never share a variant (one rep's
+    copies of the same image in several revisions may)."""
+
+    __tablename__ = "distribution_variants"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rep_id: Mapped[str] = mapped_column(String(26), index=True)
+
+
 class IdempotencyRow(Base):
     __tablename__ = "distribution_idempotency"
 

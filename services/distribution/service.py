@@ -40,7 +40,7 @@ from . import variation
 from .domain.images import Variant
 from .domain.reps import Rep, Team, validate_rep_fields, validate_team_name
 from .locks import RenderLocks
-from .models import CampaignRow, CopyRow, RepRow, TeamRow
+from .models import CampaignRow, CopyRow, RepRow, TeamRow, VariantRow
 
 log = logging.getLogger(__name__)
 
@@ -305,30 +305,69 @@ class DistributionService:
             return self._fail(campaign_id, rep_id, "the rep was deleted")
         try:
             text = variation.render_copy_text(snapshot, rep_view, choice)
-            variants = [self._render_image(ref, i, rep_view, snapshot) for i, ref in enumerate(snapshot.images)]
+            variants = [self._render_distinct(ref, i, rep_view, snapshot, campaign_id)
+                        for i, ref in enumerate(snapshot.images)]
         except variation.PermanentRenderError as err:
             return self._fail(campaign_id, rep_id, str(err))
         # Stored only once every image has rendered, so a copy that fails for good (say on its
         # second image) leaves no variant of its first behind in the store.
         images = [self._store_variant(ref, v) for ref, v in zip(snapshot.images, variants, strict=True)]
         token, _ = self.tokens.issue(post_id, revision, rep_id, copy_id)
-        with self.db.write() as s:
-            s.execute(
-                update(CopyRow)
-                .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id == rep_id, CopyRow.state != "ready")
-                .values(state="ready", text=text, images=images, share_token=token, failure="",
-                        attempts=CopyRow.attempts + 1, render_time=_now())
-                .execution_options(synchronize_session=False)
-            )
+        try:
+            with self.db.write() as s:
+                self._claim_variants(s, campaign_id, rep_id, variants)
+                self._mark_ready(s, campaign_id, rep_id, text, images, token)
+        except IntegrityError:
+            with self.db.read() as s:
+                done = s.get(CopyRow, (campaign_id, rep_id))
+                if done is not None and done.state == "ready":
+                    return True  # a worker and an on-demand request rendered it at once; the other won
+            # Another rep's copy claimed identical bytes at the same moment: render again, re-planned.
+            raise Unavailable("an image variant collided with another rep's; retry") from None
         return True
 
+    def _mark_ready(self, s: object, campaign_id: str, rep_id: str, text: str, images: list[dict[str, object]],
+                    token: str) -> None:
+        s.execute(  # type: ignore[attr-defined]
+            update(CopyRow)
+            .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id == rep_id, CopyRow.state != "ready")
+            .values(state="ready", text=text, images=images, share_token=token, failure="",
+                    attempts=CopyRow.attempts + 1, render_time=_now())
+            .execution_options(synchronize_session=False)
+        )
+
+    MAX_VARIANT_ATTEMPTS = 5
+
+    def _render_distinct(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
+                         snapshot: events_pb2.PostContentSnapshot, campaign_id: str) -> Variant:
+        """Render this rep's variant; if its bytes equal another rep's, re-plan the edit (attempt + 1)."""
+        for attempt in range(self.MAX_VARIANT_ATTEMPTS):
+            variant = self._render_image(ref, index, rep, snapshot, attempt)
+            with self.db.read() as s:
+                owner = s.get(VariantRow, variant.sha256)
+                if owner is None or owner.rep_id == rep.id:
+                    return variant
+            log.warning("variant of %s for reps/%s equals another rep's; re-planning", ref.asset, rep.id)
+        raise variation.ImageRenderError(f"image {index + 1}: no byte-distinct variant after "
+                                         f"{self.MAX_VARIANT_ATTEMPTS} plans (image too small to vary?)")
+
+    @staticmethod
+    def _claim_variants(s: object, campaign_id: str, rep_id: str, variants: list[Variant]) -> None:
+        for v in variants:
+            owner = s.get(VariantRow, v.sha256)  # type: ignore[attr-defined]
+            if owner is None:
+                s.add(VariantRow(sha256=v.sha256, rep_id=rep_id))  # type: ignore[attr-defined]
+                s.flush()  # type: ignore[attr-defined]
+            elif owner.rep_id != rep_id:
+                raise IntegrityError("variant owned by another copy", None, Exception(v.sha256))
+
     def _render_image(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
-                      snapshot: events_pb2.PostContentSnapshot) -> Variant:
+                      snapshot: events_pb2.PostContentSnapshot, attempt: int = 0) -> Variant:
         try:
             original = b"".join(self.blobs.open(ref.blob_key))
         except BlobNotFound:
             raise variation.ImageRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
-        return variation.render_image(original, ref.sha256, rep, snapshot, index)
+        return variation.render_image(original, ref.sha256, rep, snapshot, index, attempt)
 
     def _store_variant(self, ref: events_pb2.ImageRef, variant: Variant) -> dict[str, object]:
         key = f"variants/{variant.sha256[:2]}/{variant.sha256}"

@@ -56,10 +56,10 @@ def render_copy_text(snapshot: events_pb2.PostContentSnapshot, rep: Rep, choice:
 
 
 def render_image(original: bytes, sha256: str, rep: Rep, snapshot: events_pb2.PostContentSnapshot,
-                 index: int) -> Variant:
+                 index: int, attempt: int = 0) -> Variant:
     badge = Badge(text=rep.display_name, position=snapshot.badge_position or 1) if snapshot.badge_enabled else None
     try:
-        return render_variant(original, plan_edit(sha256, rep.id), badge)
+        return render_variant(original, plan_edit(sha256, rep.id, attempt), badge)
     except ImageRenderError as err:
         raise ImageRenderError(f"image {index + 1}: {err}") from None
 
