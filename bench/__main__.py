@@ -18,7 +18,7 @@ import grpc
 from services.shared.blobstore import blob_store_from_settings
 from services.shared.settings import load_settings
 
-from . import image_variant, reads, text_variation, uploads
+from . import campaign, image_variant, reads, rep_copy, text_variation, uploads
 from .common import (
     Backend,
     Row,
@@ -143,6 +143,13 @@ def render(plan: Plan, quick: bool, rows: list[Row], details: list[Detail], back
         "Uploads: each round does one UploadAsset, one plain put and one stream to a gRPC sink (a server that "
         "only counts bytes), in rotating order, each with never-seen bytes; MB/s are medians.",
         "",
+        "Distribution service (bench/rep_copy.py, bench/campaign.py): GetRepCopy against `python -m services.distribution` "
+        "in its own process, seeded with 50 reps' (20 with --quick) ready copies of a 9-image post, each client calling as its own rep, "
+        "taking turns with the health Check on the same server; the campaign rows time publish → every copy ready "
+        "with real `celery worker` processes (prefork) on Redis db 15, PostgreSQL and a local blob folder, against "
+        "the speed-up two processes reach on this machine for the same image renders with nothing around them. "
+        "The GetRepCopy targets are issue 3's.",
+        "",
         render_table(rows),
         "## Per setting",
         "",
@@ -180,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     photo = uploads.noisy_photo()
     print("distribution domain: image variant and text copy ...", flush=True)
     for module in (image_variant, text_variation):  # in-process, before any server starts: a quiet machine
+        for d in module.run(args.quick):
+            rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
+    print("distribution service: GetRepCopy over gRPC, campaign fan-out on Celery workers ...", flush=True)
+    for module in (rep_copy, campaign):  # each starts and stops its own server / workers and stores
         for d in module.run(args.quick):
             rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
     with tempfile.TemporaryDirectory(prefix="contentops-bench-") as tmp, sink_server() as sink:

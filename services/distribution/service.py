@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import random
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -45,6 +47,8 @@ from .models import CampaignRow, CopyRow, RepRow, TeamRow, VariantRow
 log = logging.getLogger(__name__)
 
 URL_LIFETIME = timedelta(hours=1)
+VIEW_CACHE_SECONDS = 30 * 60  # cached copy views are rebuilt (fresh URLs) well before URL_LIFETIME runs out
+VIEW_CACHE_SIZE = 50_000
 LOCK_WAIT_SECONDS = 30.0
 REPORT_SAMPLE = 200  # copies compared pairwise in a distinctness report
 SSIM_SAMPLE = 12  # copies whose images are re-checked for fidelity in a report
@@ -124,6 +128,8 @@ class DistributionService:
         self.locks = locks
         self.fanout = fanout
         self.chunk_size = chunk_size
+        self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
+        self._views_lock = threading.Lock()
 
     # ---- teams and reps -------------------------------------------------------------------
 
@@ -305,8 +311,7 @@ class DistributionService:
             return self._fail(campaign_id, rep_id, "the rep was deleted")
         try:
             text = variation.render_copy_text(snapshot, rep_view, choice)
-            variants = [self._render_distinct(ref, i, rep_view, snapshot, campaign_id)
-                        for i, ref in enumerate(snapshot.images)]
+            variants = self._render_distinct(list(snapshot.images), rep_view, snapshot)
         except variation.PermanentRenderError as err:
             return self._fail(campaign_id, rep_id, str(err))
         # Stored only once every image has rendered, so a copy that fails for good (say on its
@@ -338,28 +343,39 @@ class DistributionService:
 
     MAX_VARIANT_ATTEMPTS = 5
 
-    def _render_distinct(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
-                         snapshot: events_pb2.PostContentSnapshot, campaign_id: str) -> Variant:
-        """Render this rep's variant; if its bytes equal another rep's, re-plan the edit (attempt + 1)."""
-        for attempt in range(self.MAX_VARIANT_ATTEMPTS):
-            variant = self._render_image(ref, index, rep, snapshot, attempt)
-            with self.db.read() as s:
-                owner = s.get(VariantRow, variant.sha256)
-                if owner is None or owner.rep_id == rep.id:
-                    return variant
-            log.warning("variant of %s for reps/%s equals another rep's; re-planning", ref.asset, rep.id)
-        raise variation.ImageRenderError(f"image {index + 1}: no byte-distinct variant after "
-                                         f"{self.MAX_VARIANT_ATTEMPTS} plans (image too small to vary?)")
+    def _render_distinct(self, refs: list[events_pb2.ImageRef], rep: Rep,
+                         snapshot: events_pb2.PostContentSnapshot) -> list[Variant]:
+        """Render this rep's variants; any whose bytes another rep owns is re-planned (attempt + 1)."""
+        variants = [self._render_image(ref, i, rep, snapshot) for i, ref in enumerate(refs)]
+        for attempt in range(1, self.MAX_VARIANT_ATTEMPTS + 1):
+            taken = self._foreign_owned([v.sha256 for v in variants], rep.id)
+            if not taken:
+                return variants
+            if attempt == self.MAX_VARIANT_ATTEMPTS:
+                break
+            for i, v in enumerate(variants):
+                if v.sha256 in taken:
+                    log.warning("variant of %s for reps/%s equals another rep's; re-planning", refs[i].asset, rep.id)
+                    variants[i] = self._render_image(refs[i], i, rep, snapshot, attempt)
+        raise variation.ImageRenderError(f"no byte-distinct variant after {self.MAX_VARIANT_ATTEMPTS} plans "
+                                         "(image too small to vary?)")
+
+    def _foreign_owned(self, shas: list[str], rep_id: str) -> set[str]:
+        if not shas:
+            return set()
+        with self.db.read() as s:
+            return set(s.scalars(select(VariantRow.sha256).where(VariantRow.sha256.in_(shas),
+                                                                 VariantRow.rep_id != rep_id)))
 
     @staticmethod
     def _claim_variants(s: object, campaign_id: str, rep_id: str, variants: list[Variant]) -> None:
-        for v in variants:
-            owner = s.get(VariantRow, v.sha256)  # type: ignore[attr-defined]
-            if owner is None:
-                s.add(VariantRow(sha256=v.sha256, rep_id=rep_id))  # type: ignore[attr-defined]
-                s.flush()  # type: ignore[attr-defined]
-            elif owner.rep_id != rep_id:
-                raise IntegrityError("variant owned by another copy", None, Exception(v.sha256))
+        shas = list(dict.fromkeys(v.sha256 for v in variants))
+        owners = dict(s.execute(select(VariantRow.sha256, VariantRow.rep_id)  # type: ignore[attr-defined]
+                                .where(VariantRow.sha256.in_(shas))).all()) if shas else {}
+        if any(owner != rep_id for owner in owners.values()):
+            raise IntegrityError("variant owned by another rep", None, Exception(shas))
+        s.add_all(VariantRow(sha256=sha, rep_id=rep_id) for sha in shas if sha not in owners)  # type: ignore[attr-defined]
+        s.flush()  # type: ignore[attr-defined]
 
     def _render_image(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
                       snapshot: events_pb2.PostContentSnapshot, attempt: int = 0) -> Variant:
@@ -422,6 +438,9 @@ class DistributionService:
     def get_rep_copy(self, who: Principal, post_id: str, rep_id: str) -> CopyView:
         if who.role is Role.REP and who.rep != f"reps/{rep_id}":
             raise PermissionDenied("reps may fetch only their own copies")
+        ready = self._ready_copy(post_id, rep_id)
+        if ready is not None:
+            return ready
         with self.db.read() as s:
             rep = s.get(RepRow, rep_id)
             if rep is None:
@@ -464,15 +483,48 @@ class DistributionService:
         except IntegrityError:
             pass  # planned concurrently by another request
 
+    def _ready_copy(self, post_id: str, rep_id: str) -> CopyView | None:
+        """The hot path: a ready copy of the post's latest revision, in one query (or from the cache).
+
+        A ready copy never changes, so its view (presigned URLs included, refreshed well before they
+        expire) is cached; only "which revision is latest" is looked up on every call.
+        """
+        latest = (select(func.max(CampaignRow.revision)).where(CampaignRow.post_id == post_id)).scalar_subquery()
+        with self.db.read() as s:
+            row = s.execute(
+                select(CopyRow.campaign_id, CopyRow.state, CampaignRow.revision)
+                .join(CampaignRow, CampaignRow.id == CopyRow.campaign_id)
+                .where(CampaignRow.post_id == post_id, CampaignRow.revision == latest, CopyRow.rep_id == rep_id)
+            ).first()
+            if row is None or row.state != "ready":
+                return None
+            key = (row.campaign_id, rep_id)
+            now = time.monotonic()
+            with self._views_lock:
+                cached = self._views.get(key)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+            copy = s.get(CopyRow, key)
+            assert copy is not None
+            view = self._build_view(post_id, row.revision, copy)
+        with self._views_lock:
+            if len(self._views) > VIEW_CACHE_SIZE:
+                self._views.clear()
+            self._views[key] = (now + VIEW_CACHE_SECONDS, view)
+        return view
+
+    def _build_view(self, post_id: str, revision: int, copy: CopyRow) -> CopyView:
+        images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
+                                self.blobs.url(im["key"], URL_LIFETIME)) for i, im in enumerate(copy.images or [])]
+        return CopyView(post_id, revision, copy.rep_id, copy.text or "", images, copy.share_token or "",
+                        _utc(copy.render_time))  # type: ignore[arg-type]
+
     def _view(self, campaign_id: str, rep_id: str) -> CopyView:
         with self.db.read() as s:
             copy = s.get(CopyRow, (campaign_id, rep_id))
             campaign = s.get(CampaignRow, campaign_id)
             assert copy is not None and campaign is not None and copy.state == "ready"
-            images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
-                                    self.blobs.url(im["key"], URL_LIFETIME)) for i, im in enumerate(copy.images or [])]
-            return CopyView(campaign.post_id, campaign.revision, rep_id, copy.text or "", images,
-                            copy.share_token or "", _utc(copy.render_time))  # type: ignore[arg-type]
+            return self._build_view(campaign.post_id, campaign.revision, copy)
 
     def open_copy_image(self, who: Principal, post_id: str, revision: int, rep_id: str, index: int) -> Iterator[bytes]:
         if who.role is Role.REP and who.rep != f"reps/{rep_id}":
