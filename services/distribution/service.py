@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -30,7 +31,6 @@ from services.shared.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
-    ServiceError,
     Unavailable,
 )
 from services.shared.identity.domain import Principal, Role
@@ -106,11 +106,10 @@ class CampaignStatus:
     policy_met: bool
 
 
-class Fanout:
-    """Where a new campaign's render work goes (Celery group, or an in-process pool)."""
+class Fanout(Protocol):
+    """Where a new campaign's render work goes (Celery tasks, or an in-process pool)."""
 
-    def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None: ...
 
 
 def parse_revision(name: str) -> tuple[str, int]:
@@ -588,5 +587,3 @@ class DistributionService:
         with self.db.read() as s:
             return len(self._targeted_reps(s, snapshot))
 
-
-__all__ = ["DistributionService", "Fanout", "ServiceError"]
