@@ -191,7 +191,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         return post_to_pb(self.service.get_post(current_principal(), parse_name(request.name, "posts")))
 
     def ListPosts(self, request: pb.ListPostsRequest, context: grpc.ServicerContext) -> pb.ListPostsResponse:
-        limit = page_size(request.page_size)
+        page_size(request.page_size)  # refused before anything else is looked at
         state = None
         if request.state != pb.POST_STATE_UNSPECIFIED:
             if request.state not in _STATE_FROM_PB:
@@ -201,14 +201,11 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         author = parse_name(request.author, "users", "author") if request.author else None
         who = current_principal()
         query = {"m": "ListPosts", "state": request.state, "topic": topic, "author": author, "role": who.role.value}
-        before = self.tokens.decode(request.page_token, query)
-        if before is not None and not isinstance(before, str):
-            raise InvalidArgument("page_token", "not a page token issued by this service")
-        views = self.service.list_posts(who, state=state, topic=topic, author=author, before_id=before,
-                                        limit=limit + 1)
-        more = len(views) > limit
-        views = views[:limit]
-        token = self.tokens.encode(views[-1].post.id, query) if more else ""
+        views, token = self.tokens.page(
+            request.page_size, request.page_token, query,
+            lambda before, n: self.service.list_posts(who, state=state, topic=topic, author=author, before_id=before,
+                                                      limit=n),
+            lambda v: v.post.id)
         return pb.ListPostsResponse(posts=[post_to_pb(v) for v in views], next_page_token=token)
 
     def UpdatePost(self, request: pb.UpdatePostRequest, context: grpc.ServicerContext) -> pb.Post:
@@ -238,15 +235,9 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         self, request: pb.ListPostRevisionsRequest, context: grpc.ServicerContext
     ) -> pb.ListPostRevisionsResponse:
         post_id = parse_name(request.parent, "posts", "parent")
-        limit = page_size(request.page_size)
-        query = {"m": "ListPostRevisions", "post": post_id}
-        before = self.tokens.decode(request.page_token, query)
-        if before is not None and not isinstance(before, int):
-            raise InvalidArgument("page_token", "not a page token issued by this service")
-        revisions = self.service.list_revisions(post_id, before, limit + 1)
-        more = len(revisions) > limit
-        revisions = revisions[:limit]
-        token = self.tokens.encode(revisions[-1].number, query) if more else ""
+        revisions, token = self.tokens.page(
+            request.page_size, request.page_token, {"m": "ListPostRevisions", "post": post_id},
+            lambda before, n: self.service.list_revisions(post_id, before, n), lambda r: r.number, kind=int)
         return pb.ListPostRevisionsResponse(revisions=[revision_to_pb(r) for r in revisions], next_page_token=token)
 
     def GetPostRevision(self, request: pb.GetPostRevisionRequest, context: grpc.ServicerContext) -> pb.PostRevision:
@@ -266,15 +257,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         return topic_to_pb(self.service.get_topic(parse_name(request.name, "topics")))
 
     def ListTopics(self, request: pb.ListTopicsRequest, context: grpc.ServicerContext) -> pb.ListTopicsResponse:
-        limit = page_size(request.page_size)
-        query = {"m": "ListTopics"}
-        after = self.tokens.decode(request.page_token, query)
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument("page_token", "not a page token issued by this service")
-        topics = self.service.list_topics(after, limit + 1)
-        more = len(topics) > limit
-        topics = topics[:limit]
-        token = self.tokens.encode(topics[-1].id, query) if more else ""
+        topics, token = self.tokens.page(request.page_size, request.page_token, {"m": "ListTopics"},
+                                         self.service.list_topics, lambda t: t.id)
         return pb.ListTopicsResponse(topics=[topic_to_pb(t) for t in topics], next_page_token=token)
 
     def UpdateTopic(self, request: pb.UpdateTopicRequest, context: grpc.ServicerContext) -> pb.Topic:

@@ -14,25 +14,18 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from services.shared.db import as_utc
 from services.shared.errors import Aborted
 
 from .domain.posts import BadgePosition, Post, PostContent, Revision, Variation
 from .domain.topics import Topic
 from .models import AssetRow, IdempotencyRow, OutboxRow, PostRow, PostTopicRow, RevisionRow, TopicRow
 
-
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything stored is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 # ---- topics -----------------------------------------------------------------
 
 
 def _topic(row: TopicRow) -> Topic:
-    return Topic(row.id, row.display_name, row.description, utc(row.create_time), utc(row.update_time), row.version)  # type: ignore[arg-type]
+    return Topic(row.id, row.display_name, row.description, as_utc(row.create_time), as_utc(row.update_time), row.version)  # type: ignore[arg-type]
 
 
 def insert_topic(s: Session, topic: Topic) -> None:
@@ -128,13 +121,13 @@ def _post(row: PostRow) -> Post:
         id=row.id,
         author_id=row.author_id,
         head_revision=row.head_revision,
-        create_time=utc(row.create_time),  # type: ignore[arg-type]
-        update_time=utc(row.update_time),  # type: ignore[arg-type]
+        create_time=as_utc(row.create_time),  # type: ignore[arg-type]
+        update_time=as_utc(row.update_time),  # type: ignore[arg-type]
         version=row.version,
         published_revision=row.published_revision,
-        publish_time=utc(row.publish_time),
+        publish_time=as_utc(row.publish_time),
         scheduled_revision=row.scheduled_revision,
-        scheduled_time=utc(row.scheduled_time),
+        scheduled_time=as_utc(row.scheduled_time),
         archived=row.archived,
     )
 
@@ -164,7 +157,7 @@ def _revision(row: RevisionRow) -> Revision:
         variation=_variation(row.variation),
         target_teams=tuple(row.target_teams or ()),
     )
-    return Revision(row.post_id, row.number, content, row.author_id, utc(row.create_time), utc(row.publish_time))  # type: ignore[arg-type]
+    return Revision(row.post_id, row.number, content, row.author_id, as_utc(row.create_time), as_utc(row.publish_time))  # type: ignore[arg-type]
 
 
 def insert_post(s: Session, post: Post) -> None:

@@ -13,7 +13,6 @@ from services.shared.apiutil import (
     check_request_id,
     check_resource_id,
     mask_paths,
-    page_size,
     parse_name,
     to_timestamp,
 )
@@ -101,14 +100,7 @@ class DistributionServicer(pb_grpc.DistributionServiceServicer):
         self.tokens = tokens
 
     def _page(self, request, query, items, key):  # type: ignore[no-untyped-def]
-        limit = page_size(request.page_size)
-        after = self.tokens.decode(request.page_token, query)
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument("page_token", "not a page token issued by this service")
-        rows = items(after, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (self.tokens.encode(key(rows[-1]), query) if more else "")
+        return self.tokens.page(request.page_size, request.page_token, query, items, key)
 
     def CreateTeam(self, request: pb.CreateTeamRequest, context: grpc.ServicerContext) -> pb.Team:
         check_request_id(request.request_id)

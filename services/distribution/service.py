@@ -16,15 +16,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.protos.contentops.content.v1 import events_pb2
 from services.shared.blobstore import BlobNotFound, BlobStore
-from services.shared.db import Database
+from services.shared.db import Database, as_utc
 from services.shared.errors import (
     Aborted,
     AlreadyExists,
@@ -58,15 +58,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _rep(row: RepRow) -> Rep:
     return Rep(row.id, row.display_name, row.signature, row.store, row.region, row.team_id, row.contact_qr_asset,
-               row.user_id, _utc(row.create_time), _utc(row.update_time), row.version)  # type: ignore[arg-type]
+               row.user_id, as_utc(row.create_time), as_utc(row.update_time), row.version)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -149,7 +143,7 @@ class DistributionService:
             q = select(TeamRow).order_by(TeamRow.id).limit(limit)
             if after:
                 q = q.where(TeamRow.id > after)
-            return [Team(r.id, r.display_name, _utc(r.create_time)) for r in s.scalars(q)]  # type: ignore[arg-type]
+            return [Team(r.id, r.display_name, as_utc(r.create_time)) for r in s.scalars(q)]  # type: ignore[arg-type]
 
     def create_rep(self, display_name: str, signature: str, store: str, region: str, team_id: str | None,
                    qr_asset: str, user_id: str | None) -> Rep:
@@ -516,7 +510,7 @@ class DistributionService:
         images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
                                 self.blobs.url(im["key"], URL_LIFETIME)) for i, im in enumerate(copy.images or [])]
         return CopyView(post_id, revision, copy.rep_id, copy.text or "", images, copy.share_token or "",
-                        _utc(copy.render_time))  # type: ignore[arg-type]
+                        as_utc(copy.render_time))  # type: ignore[arg-type]
 
     def _view(self, campaign_id: str, rep_id: str) -> CopyView:
         with self.db.read() as s:

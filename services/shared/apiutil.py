@@ -12,9 +12,9 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -22,6 +22,8 @@ from .errors import InvalidArgument
 from .text import check_text
 
 __all__ = ["check_text"]  # re-exported: servicers validate text fields with it too
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -71,6 +73,19 @@ class PageTokens:
         if data.get("q") != _fingerprint(query):
             raise InvalidArgument(field, "was issued for a different query; start again without it")
         return data["p"]
+
+
+    def page(self, size: int, token: str, query: Any, fetch: Callable[[Any, int], list[T]],
+             key: Callable[[T], Any], kind: type = str) -> tuple[list[T], str]:
+        """One page of a keyset listing: ``fetch(position, limit)`` returns items after ``position``."""
+        limit = page_size(size)
+        position = self.decode(token, query)
+        if position is not None and (not isinstance(position, kind) or isinstance(position, bool)):
+            raise InvalidArgument("page_token", "not a page token issued by this service")
+        items = fetch(position, limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        return items, (self.encode(key(items[-1]), query) if more else "")
 
 
 def _fingerprint(query: Any) -> str:

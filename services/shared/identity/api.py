@@ -7,7 +7,7 @@ import grpc
 from services.protos.contentops.identity.v1 import identity_pb2 as pb
 from services.protos.contentops.identity.v1 import identity_pb2_grpc as pb_grpc
 
-from ..apiutil import PageTokens, check_text, page_size, parse_name, to_timestamp
+from ..apiutil import PageTokens, check_text, parse_name, to_timestamp
 from ..errors import InvalidArgument, PermissionDenied
 from ..grpcserver import ServiceSpec, current_principal
 from .domain import Principal, Role
@@ -73,15 +73,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return user_to_pb(self.store.get_user(user_id), self.store.user_create_time(user_id))
 
     def ListUsers(self, request: pb.ListUsersRequest, context: grpc.ServicerContext) -> pb.ListUsersResponse:
-        limit = page_size(request.page_size)
-        query = {"m": "ListUsers"}
-        after = self.tokens.decode(request.page_token, query)
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument("page_token", "not a page token issued by this service")
-        users = self.store.list_users(after, limit + 1)
-        more = len(users) > limit
-        users = users[:limit]
-        token = self.tokens.encode(users[-1][0].id, query) if more else ""
+        users, token = self.tokens.page(request.page_size, request.page_token, {"m": "ListUsers"},
+                                        self.store.list_users, lambda u: u[0].id)
         return pb.ListUsersResponse(users=[user_to_pb(p, t) for p, t in users], next_page_token=token)
 
     def CreateToken(self, request: pb.CreateTokenRequest, context: grpc.ServicerContext) -> pb.CreateTokenResponse:

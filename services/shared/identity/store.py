@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from ..db import Database
+from ..db import Database, as_utc
 from ..errors import NotFound, Unauthenticated
 from ..ids import new_id
 from .domain import IssuedToken, Principal, Role, issue_token, secret_matches
@@ -30,12 +30,7 @@ def _principal(row: UserRow) -> Principal:
 
 
 def _token(row: TokenRow) -> TokenInfo:
-    return TokenInfo(row.id, row.user_id, _utc(row.create_time), _utc(row.revoke_time) if row.revoke_time else None)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return TokenInfo(row.id, row.user_id, as_utc(row.create_time), as_utc(row.revoke_time) if row.revoke_time else None)
 
 
 class IdentityStore:
@@ -94,14 +89,14 @@ class IdentityStore:
             q = select(UserRow).order_by(UserRow.id).limit(limit)
             if after_id:
                 q = q.where(UserRow.id > after_id)
-            return [(_principal(r), _utc(r.create_time)) for r in s.scalars(q)]
+            return [(_principal(r), as_utc(r.create_time)) for r in s.scalars(q)]
 
     def user_create_time(self, user_id: str) -> datetime:
         with self.db.read() as s:
             row = s.get(UserRow, user_id)
             if row is None:
                 raise NotFound(f"users/{user_id} not found")
-            return _utc(row.create_time)
+            return as_utc(row.create_time)
 
     def link_rep(self, user_id: str, rep: str) -> None:
         with self.db.write() as s:
