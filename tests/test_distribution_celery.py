@@ -116,10 +116,10 @@ def test_a_worker_killed_mid_campaign_leaves_every_rep_exactly_one_copy(env: dic
             "开放日", (DEMO / "post.txt").read_text(encoding="utf-8"), images=tuple(a.id for a in images),
             variation=Variation(protected_phrases=("400-820-1234",), badge_enabled=True,
                                 rep_template="{{ body }}\n—— {{ rep.display_name }}"))).post
-        content.service.publish_post(editor, post.id, None, "")  # the event waits in the distribution queue
-
         log = tmp_path / "worker.log"
         with worker(env, log) as first:
+            # Published once the worker answers pings, so it cannot finish the campaign while starting up.
+            content.service.publish_post(editor, post.id, None, "")
             wait_for(lambda: sum(s == "ready" for s in states(dist).values()) >= 4, "the first copies")
             os.killpg(first.pid, signal.SIGKILL)  # the whole worker, mid-campaign, no warm shutdown
             first.wait()

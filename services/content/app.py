@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from services.shared.apiutil import PageTokens
 from services.shared.blobstore import BlobStore, blob_store_from_settings
 from services.shared.db import Database
 from services.shared.identity.store import IdentityStore
+from services.shared.lazy import ProcessWide
 from services.shared.migrate import upgrade_all
 from services.shared.settings import Settings, load_settings
 
@@ -51,14 +51,5 @@ class ContentApp:
         self.db.dispose()
 
 
-_app: ContentApp | None = None
-_lock = threading.Lock()
-
-
-def get_app() -> ContentApp:
-    """The process-wide app, built on first use (Celery workers use this)."""
-    global _app
-    with _lock:
-        if _app is None:
-            _app = ContentApp.build(load_settings())
-        return _app
+# The process-wide app, built from the environment on first use (Celery workers use this).
+get_app = ProcessWide(lambda: ContentApp.build(load_settings()))

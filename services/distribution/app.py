@@ -11,6 +11,7 @@ from services.shared.apiutil import PageTokens
 from services.shared.blobstore import BlobStore, blob_store_from_settings
 from services.shared.db import Database
 from services.shared.identity.store import IdentityStore
+from services.shared.lazy import ProcessWide
 from services.shared.migrate import upgrade_all
 from services.shared.settings import Settings, load_settings
 from services.shared.sharetoken import ShareTokens
@@ -113,14 +114,5 @@ class DistributionApp:
         self.db.dispose()
 
 
-_app: DistributionApp | None = None
-_lock = threading.Lock()
-
-
-def get_app() -> DistributionApp:
-    """The process-wide app, built on first use (Celery workers use this)."""
-    global _app
-    with _lock:
-        if _app is None:
-            _app = DistributionApp.build(load_settings())
-        return _app
+# The process-wide app, built from the environment on first use (Celery workers use this).
+get_app = ProcessWide(lambda: DistributionApp.build(load_settings()))
