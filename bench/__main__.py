@@ -73,12 +73,8 @@ def bench_reads(backend: Backend, address: str, seeded: reads.Seeded, plan: Plan
     }
     for clients in plan.concurrency:
         who = f"{clients} client{'s' if clients > 1 else ''}"
-        loads: dict[str, reads.Load] = {}
-        for round_ in range(plan.rounds):
-            for label, factory in calls.items():
-                load = reads.run_load(address, clients, plan.calls // plan.rounds, plan.max_seconds / plan.rounds,
-                                      plan.warmup if round_ == 0 else 2, factory)
-                loads[label] = loads[label].merge(load) if label in loads else load
+        loads = reads.interleaved(address, clients, calls, total=plan.calls, max_seconds=plan.max_seconds,
+                                  rounds=plan.rounds, warmup=plan.warmup)
         for label, load in loads.items():
             details.append(Detail(f"{label}, {who} — {backend.name}", load))
             print(f"  {label:<34} {who:>10}: p50 {ms(percentile(load.latencies, 50)):>10}  "

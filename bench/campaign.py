@@ -25,7 +25,6 @@ Broker: this machine's Redis, db 15 (only this bench's keys are deleted).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -53,7 +52,7 @@ from services.shared.celery_app import make_celery
 from services.shared.identity.domain import Role
 from services.shared.settings import load_settings
 
-from .common import ROOT, clean_environ, postgres_database
+from .common import ROOT, clean_environ, postgres_database, run_alone
 
 DEMO = ROOT / "services" / "demo_data"
 CELERY = str(ROOT / ".venv" / "bin" / "celery")
@@ -353,13 +352,5 @@ def rows(plan: Plan, results: list[Result], ceiling: tuple[float, float],
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in run(args.quick):
-        print(" | ".join(row[k] for k in ("figure", "measured", "target", "baseline", "ratio")))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__, run)

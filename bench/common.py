@@ -8,6 +8,7 @@ rows measure too.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +187,14 @@ class Row:
     target: str
     floor: str
     ratio: str
+
+
+def run_alone(doc: str | None, run: Callable[[bool], list[dict[str, str]]]) -> None:
+    """``python -m bench.<module> [--quick]``: one benchmark, its rows printed as table lines."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true")
+    for row in run(parser.parse_args().quick):
+        print(" | ".join(row[k] for k in ("figure", "measured", "target", "baseline", "ratio")))
 
 
 def ms(seconds: float) -> str:

@@ -17,7 +17,6 @@ design: no perturbation aims at perceptual hashes).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import io
 import itertools
@@ -35,7 +34,7 @@ from services.distribution.domain.images import (
     ssim_against_original,
 )
 
-from .common import ROOT
+from .common import ROOT, run_alone
 
 PHOTO = ROOT / "services" / "demo_data" / "01-coffee.jpg"
 SIDE = 1080
@@ -161,13 +160,5 @@ def run(quick: bool) -> list[dict[str, str]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in run(args.quick):
-        print(" | ".join(row[k] for k in ("figure", "measured", "target", "baseline", "ratio")))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__, run)

@@ -101,6 +101,19 @@ class Load:
 CallFactory = Callable[[grpc.Channel, int], Callable[[], object]]
 
 
+def interleaved(address: str, clients: int, calls: dict[str, CallFactory], *, total: int, max_seconds: float,
+                rounds: int, warmup: int) -> dict[str, Load]:
+    """Each labelled call takes turns with the others in ``rounds`` short rounds, so a busy moment on a
+    shared machine hits the measured RPC and its floor alike."""
+    loads: dict[str, Load] = {}
+    for round_ in range(rounds):
+        for label, factory in calls.items():
+            load = run_load(address, clients, total // rounds, max_seconds / rounds, warmup if round_ == 0 else 2,
+                            factory)
+            loads[label] = loads[label].merge(load) if label in loads else load
+    return loads
+
+
 def run_load(address: str, clients: int, calls: int, max_seconds: float, warmup: int, factory: CallFactory) -> Load:
     """``clients`` threads, each with its own connection, make ``calls`` calls in all (or stop at the deadline)."""
     share = max(1, calls // clients)

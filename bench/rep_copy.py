@@ -20,7 +20,6 @@ when MINIO_ENDPOINT is set: every reply carries 9 presigned URLs).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from services.shared.settings import load_settings
 
 from . import reads
 from .campaign import POST_TEMPLATE, nine_photos
-from .common import ROOT, Backend, clean_environ, free_port, ms, percentile, postgres_database, s3_endpoint
+from .common import ROOT, Backend, clean_environ, free_port, ms, percentile, postgres_database, run_alone, s3_endpoint
 
 TARGETS = {1: 0.005, 16: 0.025}  # p99, seconds (issue 3)
 REFERENCE = {1: "0.62 ms", 16: "8.4 ms"}  # a no-op grpcio call's p99 measured on this machine (issue 3)
@@ -158,12 +157,8 @@ def bench_backend(backend: Backend, plan: Plan, logs: Path, rows: list[dict[str,
     with distribution_server(backend, logs / f"distribution-{backend.name.lower()}.log") as address:
         for clients in plan.concurrency:
             who = f"{clients} client{'s' if clients > 1 else ''}"
-            loads: dict[str, reads.Load] = {}
-            for round_ in range(plan.rounds):
-                for label, factory in calls.items():
-                    load = reads.run_load(address, clients, plan.calls // plan.rounds, plan.max_seconds / plan.rounds,
-                                          plan.warmup if round_ == 0 else 2, factory)
-                    loads[label] = loads[label].merge(load) if label in loads else load
+            loads = reads.interleaved(address, clients, calls, total=plan.calls, max_seconds=plan.max_seconds,
+                                      rounds=plan.rounds, warmup=plan.warmup)
             for label, load in loads.items():
                 print(f"  {label:<22} {who:>10}: p50 {ms(percentile(load.latencies, 50)):>10}  "
                       f"p99 {ms(percentile(load.latencies, 99)):>10}  {load.throughput:7.0f} calls/s "
@@ -211,13 +206,5 @@ def run(quick: bool) -> list[dict[str, str]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in run(args.quick):
-        print(" | ".join(row[k] for k in ("figure", "measured", "target", "baseline", "ratio")))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__, run)

@@ -154,10 +154,6 @@ def run(quick: bool) -> list[dict[str, str]]:
 
 
 if __name__ == "__main__":
-    import argparse
+    from .common import run_alone
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in run(args.quick):
-        print(" | ".join(row[k] for k in ("figure", "measured", "target", "baseline", "ratio")))
+    run_alone(__doc__, run)

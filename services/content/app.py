@@ -9,7 +9,7 @@ from services.shared.blobstore import BlobStore, blob_store_from_settings
 from services.shared.db import Database
 from services.shared.identity.store import IdentityStore
 from services.shared.lazy import ProcessWide
-from services.shared.migrate import upgrade_all
+from services.shared.migrate import open_database
 from services.shared.settings import Settings, load_settings
 
 from .events import CeleryEvents, EventSink, InProcessEvents
@@ -29,11 +29,7 @@ class ContentApp:
     @classmethod
     def build(cls, settings: Settings, *, blobs: BlobStore | None = None, events: EventSink | None = None,
               migrate: bool | None = None) -> "ContentApp":
-        db = Database(settings.database_url)
-        if settings.is_sqlite:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.auto_migrate if migrate is None else migrate:
-            upgrade_all(db)
+        db = open_database(settings, migrate)
         blobs = blobs or blob_store_from_settings(settings)
         if events is None:
             if settings.embedded_tasks:

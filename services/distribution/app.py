@@ -12,7 +12,7 @@ from services.shared.blobstore import BlobStore, blob_store_from_settings
 from services.shared.db import Database
 from services.shared.identity.store import IdentityStore
 from services.shared.lazy import ProcessWide
-from services.shared.migrate import upgrade_all
+from services.shared.migrate import open_database
 from services.shared.settings import Settings, load_settings
 from services.shared.sharetoken import ShareTokens
 
@@ -86,11 +86,7 @@ class DistributionApp:
     @classmethod
     def build(cls, settings: Settings, *, blobs: BlobStore | None = None, fanout: Fanout | None = None,
               locks: RenderLocks | None = None, migrate: bool | None = None) -> "DistributionApp":
-        db = Database(settings.database_url)
-        if settings.is_sqlite:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.auto_migrate if migrate is None else migrate:
-            upgrade_all(db)
+        db = open_database(settings, migrate)
         blobs = blobs or blob_store_from_settings(settings)
         if fanout is None:
             if settings.embedded_tasks:

@@ -37,7 +37,7 @@ from .db import Database
 from .errors import ServiceError
 from .identity.domain import Role
 from .identity.store import IdentityStore
-from .migrate import upgrade_all
+from .migrate import open_database
 from .settings import load_settings
 
 UPLOAD_CHUNK = 512 * 1024
@@ -48,10 +48,7 @@ def _print(message: object) -> None:
 
 
 def _db() -> Database:
-    settings = load_settings()
-    db = Database(settings.database_url)
-    upgrade_all(db)
-    return db
+    return open_database(load_settings(), migrate=True)
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:

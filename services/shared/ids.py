@@ -6,6 +6,7 @@ millisecond prefix, like ULID/UUIDv7) followed by 80 random bits.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 
@@ -18,6 +19,11 @@ def _b32(value: int, length: int) -> str:
         value, rem = divmod(value, 32)
         out.append(_ALPHABET[rem])
     return "".join(reversed(out))
+
+
+def version_etag(resource_id: str, version: int) -> str:
+    """An opaque etag that changes with every write of a resource (its version counter)."""
+    return hashlib.sha256(f"{resource_id}:{version}".encode()).hexdigest()[:16]
 
 
 def new_id() -> str:

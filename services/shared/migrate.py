@@ -17,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import MetaData
 
 from .db import Database
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ def alembic_config(db: Database, hist: MigrationHistory) -> Config:
     cfg.attributes["metadata"] = hist.metadata
     cfg.attributes["version_table"] = hist.version_table
     return cfg
+
+
+def open_database(settings: Settings, migrate: bool | None = None) -> Database:
+    """The database a service process uses, migrated first when asked (default: ``DATABASE_AUTO_MIGRATE``)."""
+    db = Database(settings.database_url)
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auto_migrate if migrate is None else migrate:
+        upgrade_all(db)
+    return db
 
 
 def upgrade_all(db: Database, owners: tuple[str, ...] = OWNERS) -> None:

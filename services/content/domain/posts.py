@@ -20,11 +20,11 @@ serving until the post is published again. Archiving retires a post for good.
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from services.shared.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.shared.ids import version_etag
 from services.shared.text import check_text
 
 from . import alternatives, templates
@@ -160,7 +160,7 @@ class Post:
 
     @property
     def etag(self) -> str:
-        return hashlib.sha256(f"{self.id}:{self.version}".encode()).hexdigest()[:16]
+        return version_etag(self.id, self.version)
 
     def check_etag(self, etag: str) -> None:
         if etag and etag != self.etag:

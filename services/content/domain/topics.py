@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from services.shared.errors import InvalidArgument
+from services.shared.ids import version_etag
 from services.shared.text import check_text
 
 MAX_DISPLAY_NAME = 40
@@ -28,7 +28,7 @@ class Topic:
 
     @property
     def etag(self) -> str:
-        return hashlib.sha256(f"{self.id}:{self.version}".encode()).hexdigest()[:16]
+        return version_etag(self.id, self.version)
 
 
 def validate_topic_fields(display_name: str, description: str) -> tuple[str, str]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from services.shared.errors import InvalidArgument
+from services.shared.ids import version_etag
 from services.shared.text import check_text
 
 LIMITS = {"display_name": 40, "signature": 120, "store": 60, "region": 60}
@@ -43,7 +43,7 @@ class Rep:
 
     @property
     def etag(self) -> str:
-        return hashlib.sha256(f"{self.id}:{self.version}".encode()).hexdigest()[:16]
+        return version_etag(self.id, self.version)
 
 
 def validate_rep_fields(display_name: str, signature: str, store: str, region: str, prefix: str = "rep") -> None:
