@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 URL_LIFETIME = timedelta(hours=1)
 VIEW_CACHE_SECONDS = 30 * 60  # cached copy views are rebuilt (fresh URLs) well before URL_LIFETIME runs out
 VIEW_CACHE_SIZE = 50_000
+ORIGINALS_CACHE_BYTES = 256 * 1024 * 1024
 LOCK_WAIT_SECONDS = 30.0
 REPORT_SAMPLE = 200  # copies compared pairwise in a distinctness report
 SSIM_SAMPLE = 12  # copies whose images are re-checked for fidelity in a report
@@ -123,6 +125,9 @@ class DistributionService:
         self.chunk_size = chunk_size
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
         self._views_lock = threading.Lock()
+        self._originals: OrderedDict[str, bytes] = OrderedDict()
+        self._originals_bytes = 0
+        self._originals_lock = threading.Lock()
 
     # ---- teams and reps -------------------------------------------------------------------
 
@@ -373,10 +378,27 @@ class DistributionService:
     def _render_image(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
                       snapshot: events_pb2.PostContentSnapshot, attempt: int = 0) -> Variant:
         try:
-            original = b"".join(self.blobs.open(ref.blob_key))
+            original = self._original(ref.blob_key)
         except BlobNotFound:
             raise variation.ImageRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
         return variation.render_image(original, ref.sha256, rep, snapshot, index, attempt)
+
+    def _original(self, key: str) -> bytes:
+        """An original's bytes, read once per process: a campaign renders each original for every rep,
+        and originals never change (each upload has its own key)."""
+        with self._originals_lock:
+            data = self._originals.get(key)
+            if data is not None:
+                self._originals.move_to_end(key)
+                return data
+        data = b"".join(self.blobs.open(key))
+        with self._originals_lock:
+            self._originals[key] = data
+            self._originals_bytes += len(data)
+            while self._originals_bytes > ORIGINALS_CACHE_BYTES and len(self._originals) > 1:
+                _, evicted = self._originals.popitem(last=False)
+                self._originals_bytes -= len(evicted)
+        return data
 
     def _store_variant(self, ref: events_pb2.ImageRef, variant: Variant) -> dict[str, object]:
         key = f"variants/{variant.sha256[:2]}/{variant.sha256}"
