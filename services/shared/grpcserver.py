@@ -36,7 +36,6 @@ from .identity.domain import Principal, Role, parse_bearer
 log = logging.getLogger(__name__)
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
-_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -46,10 +45,6 @@ def current_principal() -> Principal:
     if principal is None:  # only reachable if a servicer runs outside the interceptor
         raise Unauthenticated("no principal for this call")
     return principal
-
-
-def current_request_id() -> str:
-    return _request_id.get()
 
 
 Authenticator = Callable[[str, str], Principal]
@@ -109,7 +104,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
         def run(context: grpc.ServicerContext, body: Callable[[], Any], principal: Principal | None = None) -> Any:
             """Run ``body`` as the caller; returns (principal, result)."""
-            tokens = (_request_id.set(request_id), _principal.set(principal))
+            token = _principal.set(principal)
             try:
                 if principal is None:
                     context.set_trailing_metadata((("x-request-id", request_id),))
@@ -124,8 +119,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 log.exception("unhandled error in %s request_id=%s", method, request_id)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
             finally:
-                _request_id.reset(tokens[0])
-                _principal.reset(tokens[1])
+                _principal.reset(token)
 
         def unary_out(context: grpc.ServicerContext, body: Callable[[], Any]) -> Any:
             return run(context, body)[1]
