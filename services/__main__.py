@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from services.content.__main__ import build_server as build_content_server
 from services.content.app import ContentApp
-from services.content.events import POST_PUBLISHED, InProcessEvents
+from services.content.events import InProcessEvents
 from services.distribution.__main__ import build_server as build_distribution_server
 from services.distribution.app import DistributionApp
 from services.shared.logs import configure_logging
@@ -36,7 +36,7 @@ def main() -> None:
     events = InProcessEvents()
     content = ContentApp.build(settings, events=events)
     distribution = DistributionApp.build(settings, blobs=content.blobs)
-    events.subscribe(POST_PUBLISHED, distribution.service.handle_post_published)
+    events.subscribe_all(distribution.service.event_handlers())
     servers = [build_content_server(content), build_distribution_server(distribution)]
     runner = PeriodicRunner(settings.scheduler_interval_seconds, {
         "publish_due_posts": content.service.publish_due_posts,

@@ -67,7 +67,7 @@ def main() -> int:
     server = build_server(app, "127.0.0.1:0")
     server.start()
     dist = DistributionApp.build(settings, blobs=app.blobs, migrate=True)
-    events.subscribe(POST_PUBLISHED, dist.service.handle_post_published)
+    events.subscribe_all(dist.service.event_handlers())
     dist_server = build_distribution_server(dist, "127.0.0.1:0")
     dist_server.start()
     dist_channel = grpc.insecure_channel(f"127.0.0.1:{dist_server.port}")

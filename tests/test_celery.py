@@ -36,7 +36,7 @@ from sqlalchemy import select
 
 from services.content.app import ContentApp
 from services.content.domain.posts import PostContent, PostState, Variation
-from services.content.events import CeleryEvents, decode_payload
+from services.content.events import POST_CHANGED, POST_PUBLISHED, CeleryEvents, decode_payload
 from services.content.models import OutboxRow
 from services.protos.contentops.content.v1 import events_pb2
 from services.shared.celery_app import make_celery
@@ -56,6 +56,7 @@ WAIT = 30  # generous upper bound for a result on a loaded machine; never an ass
 PUBLISH_DUE = "contentops.content.publish_due_posts"
 RELAY = "contentops.content.relay_outbox"
 CONSUMER = "contentops.distribution.post_published"
+CHANGED_CONSUMER = "contentops.distribution.post_changed"
 
 
 class RedisGate:
@@ -144,20 +145,26 @@ class Stack:
     def editor(self) -> Principal:
         return self.app.identity.create_user(f"editor {uuid.uuid4().hex[:6]}", Role.EDITOR)[0]
 
-    def outbox(self) -> list[OutboxRow]:
+    def outbox(self, topic: str | None = POST_PUBLISHED) -> list[OutboxRow]:
+        """The outbox's rows of one topic (publications, by default), or of all topics."""
         with self.app.db.read() as s:
-            return list(s.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+            q = select(OutboxRow).order_by(OutboxRow.id)
+            return list(s.scalars(q.where(OutboxRow.topic == topic) if topic else q))
 
     def run(self, task: str) -> int:
         return int(self.client.send_task(task).get(timeout=WAIT))
 
     def received(self) -> tuple[events_pb2.PostPublishedEvent, dict[str, object]]:
-        """The next event waiting in the ``distribution`` queue, and its Celery headers (blocks until one arrives)."""
-        item = self.redis.blpop(["distribution"], timeout=WAIT)
-        assert item is not None, "nothing reached the distribution queue"
-        message = json.loads(item[1])
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        assert message["headers"]["task"] == CONSUMER
+        """The next publication waiting in the ``distribution`` queue, and its Celery headers (blocks until one
+        arrives); post-changed events ahead of it are passed over."""
+        while True:
+            item = self.redis.blpop(["distribution"], timeout=WAIT)
+            assert item is not None, "nothing reached the distribution queue"
+            message = json.loads(item[1])
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            if message["headers"]["task"] == CONSUMER:
+                break
+            assert message["headers"]["task"] == CHANGED_CONSUMER
         return events_pb2.PostPublishedEvent.FromString(decode_payload(args[0])), message["headers"]
 
     @contextmanager
@@ -226,7 +233,8 @@ def _queued_events(r: redis.Redis, queue: str = "distribution") -> list[tuple[st
         message = json.loads(raw)
         assert message["properties"]["body_encoding"] == "base64"
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        out.append((message["headers"]["task"], events_pb2.PostPublishedEvent.FromString(decode_payload(args[0]))))
+        if message["headers"]["task"] != CHANGED_CONSUMER:
+            out.append((message["headers"]["task"], events_pb2.PostPublishedEvent.FromString(decode_payload(args[0]))))
     return out
 
 
@@ -242,7 +250,9 @@ def test_worker_publishes_a_scheduled_post_when_due(stack: Stack) -> None:
     assert svc.publish_post(editor, soon.post.id, at, "").post.state is PostState.SCHEDULED
     assert svc.publish_post(editor, later.post.id, datetime.now(UTC) + timedelta(hours=1), "").post.state \
         is PostState.SCHEDULED
-    assert stack.outbox() == []  # scheduling announces nothing
+    assert stack.outbox() == []  # scheduling announces no publication...
+    changed = [events_pb2.PostChangedEvent.FromString(r.payload) for r in stack.outbox(POST_CHANGED)]
+    assert [e.state for e in changed][-2:] == [events_pb2.POST_LIFECYCLE_SCHEDULED] * 2  # ...only the new state
 
     with stack.worker("content"):  # nobody consumes `distribution`, so its messages stay countable
         while datetime.now(UTC) <= at:
@@ -297,7 +307,9 @@ def test_outbox_event_reaches_the_distribution_queue(stack: Stack) -> None:
         f"assets/{asset.id}", asset.sha256, "image/jpeg", 80, 60, asset.blob_key)
     [row] = stack.outbox()
     assert row.event_id == event.event_id and row.dispatch_time is not None
-    assert stack.redis.llen("distribution") == 0  # delivered once, nothing else queued
+    assert _queued_events(stack.redis) == []  # delivered once
+    left = [json.loads(m)["headers"]["task"] for m in stack.redis.lrange("distribution", 0, -1)]
+    assert left == [CHANGED_CONSUMER] * 2  # and the post's two changes (created, published) for its state
     # Fire and forget: the consumer is told to store no result per event, which nobody would read.
     assert headers["ignore_result"] is True
 
@@ -320,10 +332,12 @@ def test_publish_commits_while_redis_is_down_and_the_outbox_relays_later(stack: 
             assert stack.app.service.get_post(editor, post.id).post.state is PostState.PUBLISHED
         rows = stack.outbox()
         assert len(rows) == 2 and all(r.dispatch_time is None for r in rows)
+        waiting = stack.outbox(topic=None)  # and the post-changed events: 2 creations, 2 publications
+        assert len(waiting) == 6 and all(r.dispatch_time is None for r in waiting)
 
         with stack.worker("content"):
-            # Redis is back for the worker: its sweep (beat sends it in production) relays both events...
-            assert stack.run(RELAY) == 2
+            # Redis is back for the worker: its sweep (beat sends it in production) relays every event...
+            assert stack.run(RELAY) == 6
             got = {stack.received()[0].event_id for _ in rows}
             assert got == {r.event_id for r in rows}
             assert all(r.dispatch_time is not None for r in stack.outbox())

@@ -16,7 +16,6 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from services.content.events import POST_PUBLISHED
 from services.distribution.__main__ import build_server
 from services.distribution.app import DistributionApp, InProcessFanout
 from services.distribution.models import CopyRow
@@ -77,7 +76,7 @@ class Dist:
 
 def _dist(harness, fanout: Fanout | None) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
     app = DistributionApp.build(harness.app.settings, blobs=harness.app.blobs, fanout=fanout, migrate=True)
-    harness.events.subscribe(POST_PUBLISHED, app.service.handle_post_published)
+    harness.events.subscribe_all(app.service.event_handlers())
     server = build_server(app, "127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
@@ -324,3 +323,115 @@ def test_identical_image_bytes_for_two_reps_are_re_planned(dist: Dist, monkeypat
     report = dist.stub.GetDistinctnessReport(pb.GetDistinctnessReportRequest(post=post), metadata=dist.editor)
     assert report.copies == 3 and report.image_byte_duplicates == 0
     assert len(reps) == 3
+
+
+# ---- what the service knows of posts (post-changed events) ------------------------------------------
+
+
+def test_unknown_unpublished_archived_and_deleted_posts_get_their_own_codes(dist: Dist) -> None:
+    rep, md = dist.rep("小周")
+    h = dist.harness
+    unknown = "posts/01aaaaaaaaaaaaaaaaaaaaaaaa"
+    for call, request in ((dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=unknown, rep=rep.name)),
+                          (dist.stub.GetCampaignStatus, pb.GetCampaignStatusRequest(post=unknown)),
+                          (dist.stub.PreviewCopies, pb.PreviewCopiesRequest(post=unknown, sample_reps=[rep.name]))):
+        assert code_of(call, request, metadata=dist.editor if call != dist.stub.GetRepCopy else md) == (
+            grpc.StatusCode.NOT_FOUND)
+    draft = h.content.CreatePost(cpb.CreatePostRequest(content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="草稿", body="还没发布")), metadata=dist.editor)
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=draft.name, rep=rep.name),
+                   metadata=md) == grpc.StatusCode.FAILED_PRECONDITION
+    h.content.DeletePost(cpb.DeletePostRequest(name=draft.name), metadata=dist.editor)  # type: ignore[attr-defined]
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=draft.name, rep=rep.name),
+                   metadata=md) == grpc.StatusCode.NOT_FOUND
+    live = dist.publish(images=1)
+    assert dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=live, rep=rep.name), metadata=md).text
+    h.content.ArchivePost(cpb.ArchivePostRequest(name=live), metadata=dist.editor)  # type: ignore[attr-defined]
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=live, rep=rep.name),
+                   metadata=md) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_published_post_whose_campaign_is_not_planned_yet_is_unavailable(lazy: Dist) -> None:
+    from services.protos.contentops.content.v1 import events_pb2
+
+    rep, md = lazy.rep("小吴")
+    event = events_pb2.PostChangedEvent(event_id="e1", post="posts/p1", state=events_pb2.POST_LIFECYCLE_PUBLISHED,
+                                        version=3, head_revision="posts/p1/revisions/1",
+                                        live_revision="posts/p1/revisions/1")
+    assert lazy.app.service.handle_post_changed(event.SerializeToString())
+    assert code_of(lazy.stub.GetRepCopy, pb.GetRepCopyRequest(post="posts/p1", rep=rep.name),
+                   metadata=md) == grpc.StatusCode.UNAVAILABLE  # retryable: its publish event is on its way
+    older = events_pb2.PostChangedEvent(event_id="e0", post="posts/p1", state=events_pb2.POST_LIFECYCLE_DRAFT,
+                                        version=2, head_revision="posts/p1/revisions/1")
+    assert not lazy.app.service.handle_post_changed(older.SerializeToString())  # late and older: ignored
+    assert not lazy.app.service.handle_post_changed(event.SerializeToString())  # delivered twice: nothing new
+    assert code_of(lazy.stub.GetRepCopy, pb.GetRepCopyRequest(post="posts/p1", rep=rep.name),
+                   metadata=md) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_editors_preview_drafts_and_the_unpublished_head_of_a_live_post(dist: Dist) -> None:
+    reps = [dist.rep(f"样本{i}", user=False)[0] for i in range(3)]
+    h = dist.harness
+    draft = h.content.CreatePost(cpb.CreatePostRequest(content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="草稿", body="[[亲爱的家长们|各位爸爸妈妈|各位家长]]，周六上午十点开放日，欢迎到店体验！",
+        variation=cpb.VariationSettings(rep_template="{{ body }}\n—— {{ rep.display_name }}"))), metadata=dist.editor)
+    preview = dist.stub.PreviewCopies(pb.PreviewCopiesRequest(post=draft.name, sample_reps=[r.name for r in reps]),
+                                      metadata=dist.editor)
+    assert preview.copies[0].revision == f"{draft.name}/revisions/1"
+    assert all("开放日" in c.text and f"—— {r.display_name}" in c.text for c, r in zip(preview.copies, reps, strict=True))
+    assert len({c.text for c in preview.copies}) == 3
+    live = dist.publish(images=1)
+    h.content.UpdatePost(cpb.UpdatePostRequest(post=cpb.Post(name=live, content=cpb.PostContent(  # type: ignore[attr-defined]
+        body="改过的正文：「小小探索家」早教中心 ¥99/节 400-820-1234")), update_mask={"paths": ["content.body"]}),
+        metadata=dist.editor)
+    head = dist.stub.PreviewCopies(pb.PreviewCopiesRequest(post=live, sample_reps=[reps[0].name]), metadata=dist.editor)
+    assert head.copies[0].revision == f"{live}/revisions/2" and "改过的正文" in head.copies[0].text
+    served = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=live, rep=reps[0].name), metadata=dist.admin)
+    assert served.revision == f"{live}/revisions/1" and "改过的正文" not in served.text  # the live one keeps serving
+
+
+def test_a_campaign_beyond_its_variation_capacity_warns_the_editor(dist: Dist) -> None:
+    reps = [dist.rep(f"顾问{i}", user=False)[0] for i in range(40)]
+    h = dist.harness
+    post = h.content.CreatePost(cpb.CreatePostRequest(content=cpb.PostContent(  # type: ignore[attr-defined]
+        title="短", body="周六开放日。", variation=cpb.VariationSettings(protected_phrases=["周六开放日"]))),
+        metadata=dist.editor)
+    preview = dist.stub.PreviewCopies(pb.PreviewCopiesRequest(post=post.name, sample_reps=[reps[0].name]),
+                                      metadata=dist.editor)
+    h.content.PublishPost(cpb.PublishPostRequest(name=post.name), metadata=dist.editor)  # type: ignore[attr-defined]
+    dist.settle()
+    status = dist.stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post.name), metadata=dist.editor)
+    assert not preview.policy_met and preview.capacity_estimate < 40 and "targets 40" in preview.warning
+    assert not status.policy_met and status.warning == preview.warning
+
+
+def test_a_reps_contact_qr_is_drawn_on_the_badge(dist: Dist) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .test_distribution_images import qr_like
+
+    h = dist.harness
+    qr_png, _ = qr_like(px=8)
+    qr_asset = h.content.UploadAsset(upload_messages(qr_png, "qr.png"), metadata=dist.editor)  # type: ignore[attr-defined]
+    assert code_of(dist.stub.CreateRep, pb.CreateRepRequest(rep=pb.Rep(display_name="x", contact_qr_asset="assets/nope")),
+                   metadata=dist.admin) == grpc.StatusCode.INVALID_ARGUMENT
+    with_qr = dist.stub.CreateRep(pb.CreateRepRequest(rep=pb.Rep(display_name="有码", contact_qr_asset=qr_asset.name)),
+                                  metadata=dist.admin)
+    without = dist.stub.CreateRep(pb.CreateRepRequest(rep=pb.Rep(display_name="无码")), metadata=dist.admin)
+    post = dist.publish(images=1, badge=True)
+
+    def badge_darkness(rep: pb.Rep) -> float:
+        copy = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=dist.admin)
+        data = b"".join(m.chunk for m in dist.stub.DownloadCopyImage(pb.DownloadCopyImageRequest(
+            name=f"{copy.name}/images/0"), metadata=dist.admin))
+        with dist.app.db.read() as s:
+            row = s.scalars(select(CopyRow).where(CopyRow.rep_id == rep.name.split("/")[1])).one()
+            box = row.images[0]["badge_box"]  # type: ignore[index]
+        plate = np.asarray(Image.open(io.BytesIO(data)).convert("L").crop(tuple(box)))
+        return float((plate < 60).mean())
+
+    dark_qr, dark_name = badge_darkness(with_qr), badge_darkness(without)
+    assert dark_qr > 3 * dark_name  # QR modules are solid dark; a name is thin strokes

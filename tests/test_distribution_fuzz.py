@@ -51,7 +51,6 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from services.content.events import POST_PUBLISHED
 from services.distribution.__main__ import build_server
 from services.distribution.api import distribution_spec
 from services.distribution.app import DistributionApp
@@ -242,7 +241,7 @@ def serve_dist(harness: Any, fanout: Fanout | None) -> Iterator[Dist]:
     """test_distribution_api's harness (content + distribution in this process), keeping the
     channel so raw bytes can be sent to any method."""
     app = DistributionApp.build(harness.app.settings, blobs=harness.app.blobs, fanout=fanout, migrate=True)
-    harness.events.subscribe(POST_PUBLISHED, app.service.handle_post_published)
+    harness.events.subscribe_all(app.service.event_handlers())
     server = build_server(app, "127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")

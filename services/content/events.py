@@ -21,14 +21,18 @@ from typing import TYPE_CHECKING, Protocol
 from services.protos.contentops.content.v1 import events_pb2
 
 if TYPE_CHECKING:
-    from .domain.posts import Revision
+    from .domain.posts import Post, Revision
     from .models import AssetRow
 
 log = logging.getLogger(__name__)
 
 POST_PUBLISHED = "content.post_published"
-# The Celery task the distribution service registers for this event, and its queue.
-TASK_FOR_TOPIC = {POST_PUBLISHED: ("contentops.distribution.post_published", "distribution")}
+POST_CHANGED = "content.post_changed"
+# The Celery task the distribution service registers for each event, and its queue.
+TASK_FOR_TOPIC = {
+    POST_PUBLISHED: ("contentops.distribution.post_published", "distribution"),
+    POST_CHANGED: ("contentops.distribution.post_changed", "distribution"),
+}
 
 
 class EventSink(Protocol):
@@ -41,6 +45,10 @@ class InProcessEvents:
 
     def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
         self._handlers.setdefault(topic, []).append(handler)
+
+    def subscribe_all(self, handlers: "dict[str, Callable[[bytes], object]]") -> None:
+        for topic, handler in handlers.items():
+            self.subscribe(topic, handler)  # type: ignore[arg-type]
 
     def publish(self, topic: str, payload: bytes) -> None:
         handlers = self._handlers.get(topic, [])
@@ -68,29 +76,44 @@ def decode_payload(arg: str) -> bytes:
     return base64.b64decode(arg)
 
 
+def build_snapshot(revision: "Revision", assets: "list[AssetRow]") -> events_pb2.PostContentSnapshot:
+    c = revision.content
+    return events_pb2.PostContentSnapshot(
+        title=c.title,
+        body=c.body,
+        images=[
+            events_pb2.ImageRef(asset=f"assets/{a.id}", sha256=a.sha256, mime_type=a.mime_type, width=a.width,
+                                height=a.height, blob_key=a.blob_key)
+            for a in assets
+        ],
+        topics=[f"topics/{t}" for t in c.topics],
+        protected_phrases=list(c.variation.protected_phrases),
+        rep_template=c.variation.rep_template,
+        badge_enabled=c.variation.badge_enabled,
+        badge_position=c.variation.badge_position.value,
+        target_teams=[f"teams/{t}" for t in c.target_teams],
+    )
+
+
 def build_published_event(event_id: str, revision: "Revision", assets: "list[AssetRow]", by: str,
                           now: datetime) -> events_pb2.PostPublishedEvent:
-    c = revision.content
-    event = events_pb2.PostPublishedEvent(
-        event_id=event_id,
-        post=f"posts/{revision.post_id}",
-        revision=revision.name,
-        published_by=by,
-        content=events_pb2.PostContentSnapshot(
-            title=c.title,
-            body=c.body,
-            images=[
-                events_pb2.ImageRef(asset=f"assets/{a.id}", sha256=a.sha256, mime_type=a.mime_type, width=a.width,
-                                    height=a.height, blob_key=a.blob_key)
-                for a in assets
-            ],
-            topics=[f"topics/{t}" for t in c.topics],
-            protected_phrases=list(c.variation.protected_phrases),
-            rep_template=c.variation.rep_template,
-            badge_enabled=c.variation.badge_enabled,
-            badge_position=c.variation.badge_position.value,
-            target_teams=[f"teams/{t}" for t in c.target_teams],
-        ),
-    )
+    event = events_pb2.PostPublishedEvent(event_id=event_id, post=f"posts/{revision.post_id}", revision=revision.name,
+                                          published_by=by, content=build_snapshot(revision, assets))
     event.publish_time.FromDatetime(now)
+    return event
+
+
+def build_changed_event(event_id: str, post: "Post", head: "Revision | None", assets: "list[AssetRow]",
+                        now: datetime, deleted: bool = False) -> events_pb2.PostChangedEvent:
+    """``post`` as it is after the change (for a deletion: as it was, with ``deleted``)."""
+    state = events_pb2.POST_LIFECYCLE_DELETED if deleted else events_pb2.PostLifecycle.Value(
+        f"POST_LIFECYCLE_{post.state.name}")
+    event = events_pb2.PostChangedEvent(
+        event_id=event_id, post=post.name, state=state, version=post.version + (1 if deleted else 0),
+        head_revision=f"{post.name}/revisions/{post.head_revision}",
+        live_revision=f"{post.name}/revisions/{post.published_revision}" if post.published_revision else "",
+    )
+    if head is not None and not deleted:
+        event.head_content.CopyFrom(build_snapshot(head, assets))
+    event.change_time.FromDatetime(now)
     return event

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
-from services.shared.blobstore import BlobNotFound, BlobStore
+from services.shared.blobstore import BlobNotFound, BlobStore, original_key
 from services.shared.db import Database
 from services.shared.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, Unavailable
 from services.shared.identity.domain import Principal, Role
@@ -26,7 +26,7 @@ from . import store
 from .domain.assets import SNIFF_BYTES, inspect_image
 from .domain.posts import Post, PostContent, PostState, Revision, merge_content, validate_content
 from .domain.topics import Topic, validate_topic_fields
-from .events import POST_PUBLISHED, EventSink, build_published_event
+from .events import POST_CHANGED, POST_PUBLISHED, EventSink, build_changed_event, build_published_event
 from .models import AssetRow
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,10 @@ class ContentService:
             store.set_head_topics(s, post.id, content.topics)
             if request_id:
                 store.remember_request(s, who.id, request_id, "CreatePost", post.id)
-            return PostView(post, revision)
+            self._changed(s, post, now)
+            view = PostView(post, revision)
+        self.relay_outbox()
+        return view
 
     def _load(self, s: object, post_id: str) -> Post:
         post = store.get_post(s, post_id)  # type: ignore[arg-type]
@@ -180,7 +183,10 @@ class ContentService:
             store.save_post(s, edited, post.version)
             store.insert_revision(s, revision)
             store.set_head_topics(s, post_id, content.topics)
-            return PostView(edited, revision)
+            self._changed(s, edited, edited.update_time)
+            view = PostView(edited, revision)
+        self.relay_outbox()
+        return view
 
     def delete_post(self, post_id: str, etag: str) -> None:
         with self.db.write() as s:
@@ -188,6 +194,8 @@ class ContentService:
             post.check_etag(etag)
             post.check_deletable()
             store.delete_post(s, post)
+            self._changed(s, post, _now(), deleted=True)
+        self.relay_outbox()
 
     def archive_post(self, who: Principal, post_id: str, etag: str) -> PostView:
         with self.db.write() as s:
@@ -196,7 +204,10 @@ class ContentService:
             archived = post.archived_at(_now())
             if archived is not post:
                 store.save_post(s, archived, post.version)
-            return self._view(s, post_id, who)
+                self._changed(s, archived, archived.update_time)
+            view = self._view(s, post_id, who)
+        self.relay_outbox()
+        return view
 
     def publish_post(self, who: Principal, post_id: str, at: datetime | None, etag: str) -> PostView:
         now = _now()
@@ -206,11 +217,11 @@ class ContentService:
             updated, live = post.published(now, at)
             if updated is not post:
                 store.save_post(s, updated, post.version)
+                self._changed(s, updated, now)
             if live:
                 self._went_live(s, updated, updated.head_revision, who.name, now)
             view = self._view(s, post_id, who)
-        if live:
-            self.relay_outbox()
+        self.relay_outbox()
         return view
 
     def _went_live(self, s: object, post: Post, number: int, by: str, now: datetime) -> None:
@@ -220,6 +231,14 @@ class ContentService:
         assets = store.assets_by_id(s, revision.content.images)  # type: ignore[arg-type]
         event = build_published_event(new_id(), revision, [assets[a] for a in revision.content.images], by, now)
         store.add_event(s, event.event_id, POST_PUBLISHED, event.SerializeToString(), now)  # type: ignore[arg-type]
+
+    def _changed(self, s: object, post: Post, now: datetime, deleted: bool = False) -> None:
+        """Record in the outbox that ``post`` changed (it is what the transaction leaves)."""
+        head = None if deleted else store.get_revision(s, post.id, post.head_revision)  # type: ignore[arg-type]
+        assets = store.assets_by_id(s, head.content.images) if head else {}  # type: ignore[arg-type]
+        event = build_changed_event(new_id(), post, head, [assets[a] for a in head.content.images] if head else [],
+                                    now, deleted)
+        store.add_event(s, event.event_id, POST_CHANGED, event.SerializeToString(), now)  # type: ignore[arg-type]
 
     def publish_due_posts(self, limit: int = 100) -> int:
         """Publish scheduled revisions whose time has come (run periodically)."""
@@ -236,6 +255,7 @@ class ContentService:
                         continue
                     updated, number = result
                     store.save_post(s, updated, post.version)
+                    self._changed(s, updated, now)
                     self._went_live(s, updated, number, "system/scheduler", now)
                     published += 1
             except Exception:  # one bad post must not stop the others; the next run retries it
@@ -317,7 +337,7 @@ class ContentService:
             # bytes: with content-addressed keys, a failure could delete the blob that a
             # concurrent upload of the same file is about to commit a row for.
             asset_id = new_id()
-            key = f"originals/{asset_id}"
+            key = original_key(asset_id)
             spool.seek(0)
             try:
                 self.blobs.put(key, spool, size, info.mime_type)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from services.shared.errors import InvalidArgument
 from services.shared.grpcserver import ServiceSpec, current_principal
 from services.shared.identity.domain import Role
 
+from . import variation
 from .domain.reps import Rep, Team
 from .service import CopyView, DistributionService
 
@@ -184,6 +185,7 @@ class DistributionServicer(pb_grpc.DistributionServiceServicer):
             post=f"posts/{post_id}", revision=f"posts/{post_id}/revisions/{st.revision}", total=st.total,
             rendered=st.rendered, failures=[pb.CopyFailure(rep=f"reps/{r}", reason=why) for r, why in st.failures],
             capacity_estimate=st.capacity_estimate, policy_met=st.policy_met,
+            warning=variation.capacity_warning(st.capacity_estimate, st.total),
         )
 
     def GetDistinctnessReport(self, request: pb.GetDistinctnessReportRequest,

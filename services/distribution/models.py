@@ -92,3 +92,21 @@ class IdempotencyRow(Base):
     request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     method: Mapped[str] = mapped_column(String(32))
     resource: Mapped[str] = mapped_column(String(128))
+
+
+class PostRow(Base):
+    """What this service knows of a post, from the content service's post-changed events.
+
+    Enough to tell an unknown post (NOT_FOUND) from one that is not published
+    (FAILED_PRECONDITION), and to preview the head revision (a draft) for editors.
+    """
+
+    __tablename__ = "distribution_posts"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    state: Mapped[str] = mapped_column(String(12))  # DRAFT | SCHEDULED | PUBLISHED | ARCHIVED | DELETED
+    version: Mapped[int] = mapped_column(Integer)  # the highest version seen; older events are ignored
+    head_revision: Mapped[int] = mapped_column(Integer)
+    live_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    head_snapshot: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # PostContentSnapshot
+    update_time: Mapped[datetime] = mapped_column(TS)

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -24,12 +24,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.protos.contentops.content.v1 import events_pb2
-from services.shared.blobstore import BlobNotFound, BlobStore
+from services.shared.blobstore import BlobNotFound, BlobStore, original_key
 from services.shared.db import Database, as_utc
 from services.shared.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -43,7 +44,7 @@ from . import variation
 from .domain.images import Variant
 from .domain.reps import Rep, Team, validate_rep_fields, validate_team_name
 from .locks import RenderLocks
-from .models import CampaignRow, CopyRow, RepRow, TeamRow, VariantRow
+from .models import CampaignRow, CopyRow, PostRow, RepRow, TeamRow, VariantRow
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ URL_LIFETIME = timedelta(hours=1)
 VIEW_CACHE_SECONDS = 30 * 60  # cached copy views are rebuilt (fresh URLs) well before URL_LIFETIME runs out
 VIEW_CACHE_SIZE = 50_000
 ORIGINALS_CACHE_BYTES = 256 * 1024 * 1024
+POST_CACHE_SECONDS = 1.0  # how stale "which revision is live" may be on the GetRepCopy hot path
+POST_CACHE_SIZE = 100_000
 LOCK_WAIT_SECONDS = 30.0
 REPORT_SAMPLE = 200  # copies compared pairwise in a distinctness report
 SSIM_SAMPLE = 12  # copies whose images are re-checked for fidelity in a report
@@ -102,6 +105,29 @@ class CampaignStatus:
     policy_met: bool
 
 
+@dataclass(frozen=True)
+class PostStatus:
+    """What GetRepCopy needs to know of a post: its state (from post-changed events) and its latest campaign."""
+
+    post_id: str
+    state: str | None  # None: no post-changed event seen (unknown, or only its publish event arrived so far)
+    campaign_id: str | None
+    revision: int | None
+
+    def check_servable(self) -> str:
+        """The latest campaign's id, or the error that tells the caller why there is none to serve."""
+        name = f"posts/{self.post_id}"
+        if self.state == "DELETED" or (self.state is None and self.campaign_id is None):
+            raise NotFound(f"{name} not found")
+        if self.state == "ARCHIVED":
+            raise FailedPrecondition(f"{name} is archived; its copies are no longer served")
+        if self.campaign_id is not None:
+            return self.campaign_id
+        if self.state == "PUBLISHED":  # its publish event is on its way: the campaign is planned in a moment
+            raise Unavailable(f"the copies of {name} are being planned; retry shortly")
+        raise FailedPrecondition(f"{name} is not published ({self.state.lower() if self.state else 'unknown'})")
+
+
 class Fanout(Protocol):
     """Where a new campaign's render work goes (Celery tasks, or an in-process pool)."""
 
@@ -124,6 +150,7 @@ class DistributionService:
         self.fanout = fanout
         self.chunk_size = chunk_size
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
+        self._posts: dict[str, tuple[float, PostStatus]] = {}
         self._views_lock = threading.Lock()
         self._originals: OrderedDict[str, bytes] = OrderedDict()
         self._originals_bytes = 0
@@ -153,6 +180,7 @@ class DistributionService:
     def create_rep(self, display_name: str, signature: str, store: str, region: str, team_id: str | None,
                    qr_asset: str, user_id: str | None) -> Rep:
         validate_rep_fields(display_name, signature, store, region)
+        self._check_qr(qr_asset)
         now = _now()
         row = RepRow(id=new_id(), display_name=display_name.strip(), signature=signature, store=store, region=region,
                      team_id=team_id, contact_qr_asset=qr_asset, user_id=user_id, create_time=now, update_time=now,
@@ -168,6 +196,10 @@ class DistributionService:
         if user_id:
             self.identity.link_rep(user_id, rep.name)
         return rep
+
+    def _check_qr(self, asset_id: str) -> None:
+        if asset_id and not self.blobs.exists(original_key(asset_id)):
+            raise InvalidArgument("rep.contact_qr_asset", f"assets/{asset_id} not found (upload it first)")
 
     def _check_links(self, s: object, team_id: str | None, user_id: str | None, rep_id: str) -> None:
         if team_id and s.get(TeamRow, team_id) is None:  # type: ignore[attr-defined]
@@ -205,6 +237,8 @@ class DistributionService:
                 raise Aborted(f"{current.name} changed since it was read (etag mismatch)")
             merged = replace(current, **changes)  # type: ignore[arg-type]
             validate_rep_fields(merged.display_name, merged.signature, merged.store, merged.region)
+            if "contact_qr_asset" in changes:
+                self._check_qr(merged.contact_qr_asset)
             self._check_links(s, merged.team_id, merged.user_id if "user_id" in changes else None, rep_id)
             try:
                 result = s.execute(
@@ -233,6 +267,43 @@ class DistributionService:
             self.identity.link_rep(user_id, "")
 
     # ---- campaigns --------------------------------------------------------------------------
+
+    def handle_post_changed(self, payload: bytes) -> bool:
+        """Remember a post's state and head content. Events may arrive twice or out of order:
+        only a higher version than the one stored changes anything. True if it did."""
+        event = events_pb2.PostChangedEvent.FromString(payload)
+        post_id = event.post.removeprefix("posts/")
+        values = {
+            "state": events_pb2.PostLifecycle.Name(event.state).removeprefix("POST_LIFECYCLE_"),
+            "version": event.version,
+            "head_revision": parse_revision(event.head_revision)[1],
+            "live_revision": parse_revision(event.live_revision)[1] if event.live_revision else None,
+            "head_snapshot": event.head_content.SerializeToString() if event.HasField("head_content") else None,
+            "update_time": _now(),
+        }
+        for _ in range(2):  # the second pass sees a row a concurrent delivery inserted
+            try:
+                with self.db.write() as s:
+                    row = s.get(PostRow, post_id)
+                    if row is None:
+                        s.add(PostRow(id=post_id, **values))
+                    elif row.version < event.version:
+                        s.execute(update(PostRow).where(PostRow.id == post_id, PostRow.version < event.version)
+                                  .values(**values).execution_options(synchronize_session=False))
+                    else:
+                        return False
+                with self._views_lock:
+                    self._posts.pop(post_id, None)
+                return True
+            except IntegrityError:
+                continue
+        return False
+
+    def event_handlers(self) -> dict[str, Callable[[bytes], object]]:
+        """The content events this service consumes, by topic (for an in-process event bus)."""
+        from services.content.events import POST_CHANGED, POST_PUBLISHED
+
+        return {POST_CHANGED: self.handle_post_changed, POST_PUBLISHED: self.handle_post_published}
 
     def handle_post_published(self, payload: bytes) -> tuple[str, bool]:
         """Plan a campaign for a published revision and queue its rendering. Idempotent on event id."""
@@ -264,6 +335,8 @@ class DistributionService:
             if other is None:
                 raise
             return other.id, False
+        with self._views_lock:
+            self._posts.pop(post_id, None)
         if not plan.policy_met:
             log.warning("posts/%s rev %d: %d reps exceed the variation capacity (%d)", post_id, revision,
                         len(reps), plan.capacity_estimate)
@@ -344,7 +417,8 @@ class DistributionService:
     def _render_distinct(self, refs: list[events_pb2.ImageRef], rep: Rep,
                          snapshot: events_pb2.PostContentSnapshot) -> list[Variant]:
         """Render this rep's variants; any whose bytes another rep owns is re-planned (attempt + 1)."""
-        variants = [self._render_image(ref, i, rep, snapshot) for i, ref in enumerate(refs)]
+        qr = self._contact_qr(rep) if snapshot.badge_enabled else None
+        variants = [self._render_image(ref, i, rep, snapshot, 0, qr) for i, ref in enumerate(refs)]
         for attempt in range(1, self.MAX_VARIANT_ATTEMPTS + 1):
             taken = self._foreign_owned([v.sha256 for v in variants], rep.id)
             if not taken:
@@ -354,7 +428,7 @@ class DistributionService:
             for i, v in enumerate(variants):
                 if v.sha256 in taken:
                     log.warning("variant of %s for reps/%s equals another rep's; re-planning", refs[i].asset, rep.id)
-                    variants[i] = self._render_image(refs[i], i, rep, snapshot, attempt)
+                    variants[i] = self._render_image(refs[i], i, rep, snapshot, attempt, qr)
         raise variation.ImageRenderError(f"no byte-distinct variant after {self.MAX_VARIANT_ATTEMPTS} plans "
                                          "(image too small to vary?)")
 
@@ -376,12 +450,22 @@ class DistributionService:
         s.flush()  # type: ignore[attr-defined]
 
     def _render_image(self, ref: events_pb2.ImageRef, index: int, rep: Rep,
-                      snapshot: events_pb2.PostContentSnapshot, attempt: int = 0) -> Variant:
+                      snapshot: events_pb2.PostContentSnapshot, attempt: int = 0, qr: bytes | None = None) -> Variant:
         try:
             original = self._original(ref.blob_key)
         except BlobNotFound:
             raise variation.ImageRenderError(f"image {index + 1} ({ref.asset}) is missing from the blob store") from None
-        return variation.render_image(original, ref.sha256, rep, snapshot, index, attempt)
+        return variation.render_image(original, ref.sha256, rep, snapshot, index, attempt, qr)
+
+    def _contact_qr(self, rep: Rep) -> bytes | None:
+        """The rep's contact QR image (an uploaded asset), for the badge."""
+        if not rep.contact_qr_asset:
+            return None
+        try:
+            return self._original(original_key(rep.contact_qr_asset))
+        except BlobNotFound:
+            raise variation.ImageRenderError(
+                f"the rep's contact QR (assets/{rep.contact_qr_asset}) is missing from the blob store") from None
 
     def _original(self, key: str) -> bytes:
         """An original's bytes, read once per process: a campaign renders each original for every rep,
@@ -447,22 +531,48 @@ class DistributionService:
             select(CampaignRow).where(CampaignRow.post_id == post_id).order_by(CampaignRow.revision.desc()).limit(1)
         ).first()
         if row is None:
-            raise FailedPrecondition(f"posts/{post_id} has no published revision to distribute")
+            self._status(s, post_id, None).check_servable()  # raises: NOT_FOUND, not published, being planned
+        assert row is not None
         return row
+
+    @staticmethod
+    def _status(s: object, post_id: str, campaign: tuple[str, int] | None) -> PostStatus:
+        post = s.get(PostRow, post_id)  # type: ignore[attr-defined]
+        return PostStatus(post_id, post.state if post else None, campaign[0] if campaign else None,
+                          campaign[1] if campaign else None)
+
+    def post_status(self, post_id: str) -> PostStatus:
+        """The post's state and latest campaign, cached for POST_CACHE_SECONDS (a new revision or an
+        archive reaches other processes' readers at most that late; this process's at once)."""
+        now = time.monotonic()
+        with self._views_lock:
+            cached = self._posts.get(post_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self.db.read() as s:
+            latest = s.execute(select(CampaignRow.id, CampaignRow.revision).where(CampaignRow.post_id == post_id)
+                               .order_by(CampaignRow.revision.desc()).limit(1)).first()
+            status = self._status(s, post_id, (latest[0], latest[1]) if latest else None)
+        with self._views_lock:
+            if len(self._posts) > POST_CACHE_SIZE:
+                self._posts.clear()
+            self._posts[post_id] = (now + POST_CACHE_SECONDS, status)
+        return status
 
     def get_rep_copy(self, who: Principal, post_id: str, rep_id: str) -> CopyView:
         if who.role is Role.REP and who.rep != f"reps/{rep_id}":
             raise PermissionDenied("reps may fetch only their own copies")
-        ready = self._ready_copy(post_id, rep_id)
+        campaign_id = self.post_status(post_id).check_servable()
+        ready = self._ready_copy(campaign_id, rep_id)
         if ready is not None:
             return ready
         with self.db.read() as s:
             rep = s.get(RepRow, rep_id)
             if rep is None:
                 raise NotFound(f"reps/{rep_id} not found")
-            campaign = self._latest_campaign(s, post_id)
-            copy = s.get(CopyRow, (campaign.id, rep_id))
-            campaign_id = campaign.id
+            campaign = s.get(CampaignRow, campaign_id)
+            assert campaign is not None, "campaigns are never deleted"
+            copy = s.get(CopyRow, (campaign_id, rep_id))
             snapshot = events_pb2.PostContentSnapshot.FromString(campaign.snapshot)
             targeted = not snapshot.target_teams or f"teams/{rep.team_id}" in snapshot.target_teams
         if copy is None:
@@ -498,30 +608,25 @@ class DistributionService:
         except IntegrityError:
             pass  # planned concurrently by another request
 
-    def _ready_copy(self, post_id: str, rep_id: str) -> CopyView | None:
-        """The hot path: a ready copy of the post's latest revision, in one query (or from the cache).
+    def _ready_copy(self, campaign_id: str, rep_id: str) -> CopyView | None:
+        """The hot path: a ready copy, from the cache (no query) or by its primary key.
 
         A ready copy never changes, so its view (presigned URLs included, refreshed well before they
-        expire) is cached; only "which revision is latest" is looked up on every call.
+        expire) is cached.
         """
-        latest = (select(func.max(CampaignRow.revision)).where(CampaignRow.post_id == post_id)).scalar_subquery()
+        key = (campaign_id, rep_id)
+        now = time.monotonic()
+        with self._views_lock:
+            cached = self._views.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         with self.db.read() as s:
-            row = s.execute(
-                select(CopyRow.campaign_id, CopyRow.state, CampaignRow.revision)
-                .join(CampaignRow, CampaignRow.id == CopyRow.campaign_id)
-                .where(CampaignRow.post_id == post_id, CampaignRow.revision == latest, CopyRow.rep_id == rep_id)
-            ).first()
-            if row is None or row.state != "ready":
-                return None
-            key = (row.campaign_id, rep_id)
-            now = time.monotonic()
-            with self._views_lock:
-                cached = self._views.get(key)
-            if cached is not None and cached[0] > now:
-                return cached[1]
             copy = s.get(CopyRow, key)
-            assert copy is not None
-            view = self._build_view(post_id, row.revision, copy)
+            if copy is None or copy.state != "ready":
+                return None
+            campaign = s.get(CampaignRow, campaign_id)
+            assert campaign is not None
+            view = self._build_view(campaign.post_id, campaign.revision, copy)
         with self._views_lock:
             if len(self._views) > VIEW_CACHE_SIZE:
                 self._views.clear()
@@ -594,7 +699,17 @@ class DistributionService:
         return variation.preview(snapshot, reps, targeted, revision_name)
 
     def snapshot_for_post(self, post_id: str) -> tuple[events_pb2.PostContentSnapshot, str]:
+        """The content an editor previews: the head revision (a draft, or the live one when unedited).
+
+        Falls back to the latest campaign's snapshot while the post's changed event is on its way.
+        """
         with self.db.read() as s:
+            post = s.get(PostRow, post_id)
+            if post is not None and post.state == "DELETED":
+                raise NotFound(f"posts/{post_id} not found")
+            if post is not None and post.head_snapshot is not None:
+                return (events_pb2.PostContentSnapshot.FromString(post.head_snapshot),
+                        f"posts/{post_id}/revisions/{post.head_revision}")
             campaign = self._latest_campaign(s, post_id)
             return (events_pb2.PostContentSnapshot.FromString(campaign.snapshot),
                     f"posts/{post_id}/revisions/{campaign.revision}")

@@ -1,7 +1,8 @@
 """Celery tasks of the distribution service: thin and idempotent.
 
 ``post_published`` plans a campaign once per revision (a redelivered event finds
-the campaign and does nothing); ``render_chunk`` skips copies already rendered,
+the campaign and does nothing); ``post_changed`` keeps the post's state (an
+older version arriving late changes nothing); ``render_chunk`` skips copies already rendered,
 so a chunk redelivered after a worker was killed only finishes what was left.
 Transient failures (database, blob store or Redis down) retry with backoff;
 a copy that can never render (corrupt image, template error) is marked failed
@@ -24,6 +25,12 @@ from .app import get_app
              autoretry_for=(Unavailable,), retry_backoff=2, retry_backoff_max=60, max_retries=10)
 def post_published(payload_b64: str) -> None:
     get_app().service.handle_post_published(decode_payload(payload_b64))
+
+
+@shared_task(name="contentops.distribution.post_changed", ignore_result=True,
+             autoretry_for=(Unavailable,), retry_backoff=2, retry_backoff_max=60, max_retries=10)
+def post_changed(payload_b64: str) -> None:
+    get_app().service.handle_post_changed(decode_payload(payload_b64))
 
 
 @shared_task(name="contentops.distribution.render_chunk", ignore_result=True,

@@ -56,8 +56,10 @@ def render_copy_text(snapshot: events_pb2.PostContentSnapshot, rep: Rep, choice:
 
 
 def render_image(original: bytes, sha256: str, rep: Rep, snapshot: events_pb2.PostContentSnapshot,
-                 index: int, attempt: int = 0) -> Variant:
-    badge = Badge(text=rep.display_name, position=snapshot.badge_position or 1) if snapshot.badge_enabled else None
+                 index: int, attempt: int = 0, qr_png: bytes | None = None) -> Variant:
+    """One image of a rep's copy; ``qr_png`` is the rep's contact QR, drawn on the badge when the post has one."""
+    badge = (Badge(text=rep.display_name, qr_png=qr_png, position=snapshot.badge_position or 1)
+             if snapshot.badge_enabled else None)
     try:
         return render_variant(original, plan_edit(sha256, rep.id, attempt), badge)
     except ImageRenderError as err:
@@ -166,12 +168,16 @@ def preview(snapshot: events_pb2.PostContentSnapshot, reps: list[Rep], targeted:
     fillers = [f"~preview-{i}" for i in range(max(0, targeted - len(ids)))]
     planned = plan(source, ids + fillers, seed)
     texts = [textv.render_text(source, rep_fields(r), planned.choices[r.id], post_title=snapshot.title) for r in reps]
-    warning = ""
-    if not planned.policy_met:
-        warning = (f"the variation space serves about {planned.capacity_estimate} reps within the policy but the "
-                   f"post targets {targeted}: add [[alternatives]] or fewer protected phrases, or copies will be "
-                   "near-duplicates")
-    return Preview(texts, planned.capacity_estimate, targeted, planned.policy_met, warning)
+    return Preview(texts, planned.capacity_estimate, targeted, planned.policy_met,
+                   capacity_warning(planned.capacity_estimate, targeted))
+
+
+def capacity_warning(capacity: int, targeted: int) -> str:
+    """What the editor is told when the post's variation space is too small for its reps ("" when it is not)."""
+    if targeted <= capacity:
+        return ""
+    return (f"the variation space serves about {capacity} reps within the policy but the post targets {targeted}: "
+            "add [[alternatives]] or fewer protected phrases, or copies will be near-duplicates")
 
 
 __all__ = ["ImageRenderError", "PermanentRenderError", "Report"]

@@ -1,6 +1,6 @@
 """Blob store: one port, a local-folder adapter (embedded default) and a MinIO adapter.
 
-Callers choose the keys (originals are ``originals/<asset id>``). ``put`` is
+Callers choose the keys (an asset's original is at :func:`original_key`). ``put`` is
 atomic on both adapters: a reader never sees a partial blob, and a failed put
 leaves nothing behind.
 """
@@ -12,6 +12,12 @@ from datetime import timedelta
 from typing import BinaryIO, Protocol
 
 from ..settings import Settings
+
+
+def original_key(asset_id: str) -> str:
+    """Where an uploaded asset's bytes live. The content service writes them there; the
+    distribution service reads them (originals to vary, a rep's contact QR)."""
+    return f"originals/{asset_id}"
 
 
 class BlobStore(Protocol):

@@ -191,7 +191,7 @@ class GetCampaignStatusRequest(_message.Message):
     def __init__(self, post: _Optional[str] = ...) -> None: ...
 
 class CampaignStatus(_message.Message):
-    __slots__ = ("post", "revision", "total", "rendered", "failures", "capacity_estimate", "policy_met")
+    __slots__ = ("post", "revision", "total", "rendered", "failures", "capacity_estimate", "policy_met", "warning")
     POST_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,7 @@ class CampaignStatus(_message.Message):
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     POLICY_MET_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     post: str
     revision: str
     total: int
@@ -206,7 +207,8 @@ class CampaignStatus(_message.Message):
     failures: _containers.RepeatedCompositeFieldContainer[CopyFailure]
     capacity_estimate: int
     policy_met: bool
-    def __init__(self, post: _Optional[str] = ..., revision: _Optional[str] = ..., total: _Optional[int] = ..., rendered: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[CopyFailure, _Mapping]]] = ..., capacity_estimate: _Optional[int] = ..., policy_met: _Optional[bool] = ...) -> None: ...
+    warning: str
+    def __init__(self, post: _Optional[str] = ..., revision: _Optional[str] = ..., total: _Optional[int] = ..., rendered: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[CopyFailure, _Mapping]]] = ..., capacity_estimate: _Optional[int] = ..., policy_met: _Optional[bool] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class CopyFailure(_message.Message):
     __slots__ = ("rep", "reason")
