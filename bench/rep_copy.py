@@ -33,7 +33,7 @@ import grpc
 
 from services.content.app import ContentApp
 from services.content.domain.posts import PostContent, Variation
-from services.content.events import POST_PUBLISHED, InProcessEvents
+from services.content.events import InProcessEvents
 from services.distribution.app import DistributionApp, InProcessFanout
 from services.protos.contentops.distribution.v1 import distribution_pb2 as pb
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as pb_grpc
@@ -79,7 +79,7 @@ def seed(backend: Backend, reps: int) -> Seeded:
     content = ContentApp.build(settings, events=events, migrate=True)
     dist = DistributionApp.build(settings, blobs=content.blobs, migrate=True)
     assert isinstance(dist.fanout, InProcessFanout), "seeding renders in-process (no REDIS_URL)"
-    events.subscribe(POST_PUBLISHED, dist.service.handle_post_published)
+    events.subscribe_all(dist.service.event_handlers())
     try:
         editor = content.identity.create_user("bench editor", Role.EDITOR)[0]
         seeded: list[tuple[str, Metadata]] = []
