@@ -388,7 +388,7 @@ class DistributionService:
         # Stored only once every image has rendered, so a copy that fails for good (say on its
         # second image) leaves no variant of its first behind in the store.
         images = [self._store_variant(ref, v) for ref, v in zip(snapshot.images, variants, strict=True)]
-        token, _ = self.tokens.issue(post_id, revision, rep_id, copy_id)
+        token, _ = self.tokens.issue(post_id, revision, rep_id, copy_id, team_id=rep_view.team_id or "")
         try:
             with self.db.write() as s:
                 self._claim_variants(s, campaign_id, rep_id, variants)

@@ -59,7 +59,10 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     store = IdentityStore(_db())
-    principal, token, secret = store.create_user(args.name, Role(args.role), args.rep or "")
+    if args.team and args.role != Role.SALES.value:
+        raise SystemExit("--team is for sales users (the team whose contacts they manage)")
+    team = f"teams/{args.team.removeprefix('teams/')}" if args.team else ""
+    principal, token, secret = store.create_user(args.name, Role(args.role), args.rep or "", team)
     print(f"created {principal.name} ({principal.role.value}) token {token.id}", file=sys.stderr)
     print(secret)  # stdout carries only the token, for scripts: TOKEN=$(contentops admin create-user ...)
     return 0
@@ -218,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", required=True)
     create.add_argument("--rep", help="reps/<id> for a rep user")
+    create.add_argument("--team", help="teams/<id> a sales user manages (sees its reps' contacts)")
     create.set_defaults(func=cmd_create_user)
     admin.add_parser("list-users").set_defaults(func=cmd_list_users)
     revoke = admin.add_parser("revoke-token")

@@ -47,6 +47,14 @@ SETTINGS: tuple[Setting, ...] = (
             "(rotation). Empty: one key derived from CONTENTOPS_SECRET_KEY."),
     Setting("CONTENT_GRPC_ADDR", "127.0.0.1:50051", "Where the content service listens."),
     Setting("DISTRIBUTION_GRPC_ADDR", "127.0.0.1:50052", "Where the distribution service listens."),
+    Setting("TRACKING_GRPC_ADDR", "127.0.0.1:50053", "Where the tracking service listens."),
+    Setting("TRACKING_STREAM_PARTITIONS", "1", "Redis streams the tracking events are spread over, by viewer."),
+    Setting("TRACKING_RETENTION_DAYS", "90", "Raw heartbeat events older than this are purged; aggregates stay."),
+    Setting("TRACKING_HALF_LIFE_DAYS", "14", "Interest decays by half over this many days."),
+    Setting("TRACKING_TIMEZONE", "Asia/Shanghai", "Time zone of leads' days and of 'yesterday 21:14'."),
+    Setting("TRACKING_IP_SALT", "", "Salt for hashing client IPs (truncated first). Empty: derived from the secret key."),
+    Setting("TRACKING_TOKEN_MAX_AGE_DAYS", "365", "Share links older than this are refused as expired."),
+    Setting("TRACKING_VISITOR_RATE", "5", "Views a visitor or IP may start per second (burst 20); beyond: throttled."),
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
     Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
@@ -86,6 +94,14 @@ class Settings:
     share_token_keys: tuple[tuple[str, bytes], ...]
     content_addr: str
     distribution_addr: str
+    tracking_addr: str
+    tracking_stream_partitions: int
+    tracking_retention_days: float
+    tracking_half_life_days: float
+    tracking_timezone: str
+    tracking_ip_salt: bytes
+    tracking_token_max_age_days: float
+    tracking_visitor_rate: float
     campaign_chunk_size: int
     campaign_resweep_seconds: float
     grpc_max_workers: int
@@ -128,6 +144,23 @@ def _float(env: dict[str, str], name: str) -> float:
     if value < 0:
         raise ConfigError(f"{name}: must not be negative, got {value}")
     return value
+
+
+def _positive_float(env: dict[str, str], name: str) -> float:
+    value = _float(env, name)
+    if value == 0:
+        raise ConfigError(f"{name}: must be positive, got 0")
+    return value
+
+
+def _timezone(name: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"TRACKING_TIMEZONE: unknown time zone {name!r}") from None
+    return name
 
 
 def _secret_key(raw: str, data_dir: Path) -> bytes:
@@ -182,6 +215,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         share_token_keys=_share_keys(env["SHARE_TOKEN_KEYS"], secret_key),
         content_addr=env["CONTENT_GRPC_ADDR"],
         distribution_addr=env["DISTRIBUTION_GRPC_ADDR"],
+        tracking_addr=env["TRACKING_GRPC_ADDR"],
+        tracking_stream_partitions=_int(env, "TRACKING_STREAM_PARTITIONS"),
+        tracking_retention_days=_float(env, "TRACKING_RETENTION_DAYS"),
+        tracking_half_life_days=_positive_float(env, "TRACKING_HALF_LIFE_DAYS"),
+        tracking_timezone=_timezone(env["TRACKING_TIMEZONE"]),
+        tracking_ip_salt=(env["TRACKING_IP_SALT"].encode() or hashlib.sha256(b"ip-salt:" + secret_key).digest()),
+        tracking_token_max_age_days=_positive_float(env, "TRACKING_TOKEN_MAX_AGE_DAYS"),
+        tracking_visitor_rate=_positive_float(env, "TRACKING_VISITOR_RATE"),
         campaign_chunk_size=_int(env, "CAMPAIGN_CHUNK_SIZE"),
         campaign_resweep_seconds=_float(env, "CAMPAIGN_RESWEEP_SECONDS"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),

@@ -13,6 +13,10 @@ payload carries
          came from (a forward)
     s    this share's id (random; forwards point at it)
     t    issue time, unix seconds
+    tm   the rep's team id (only when the rep has one): tracking scopes a sales
+         manager's view of contacts by it
+    ct   contact id (only in a per-contact link): whoever opens it is that
+         contact of the rep from then on
 
 Key rotation: ``SHARE_TOKEN_KEYS`` lists ``id:secret`` pairs, newest first. New
 tokens are signed with the first; every listed key still verifies, so during a
@@ -45,6 +49,8 @@ class ShareToken:
     parent_share_id: str = ""
     issued_at: int = 0
     key_id: str = ""
+    team_id: str = ""
+    contact_id: str = ""
 
 
 def parse_keys(spec: str) -> list[tuple[str, bytes]]:
@@ -79,14 +85,26 @@ class ShareTokens:
         self._keys = dict(keys)
 
     def issue(self, post_id: str, revision: int, rep_id: str, copy_id: str, parent_share_id: str = "",
-              now: float | None = None) -> tuple[str, ShareToken]:
+              now: float | None = None, *, team_id: str = "", contact_id: str = "") -> tuple[str, ShareToken]:
         key_id, key = self._current
         token = ShareToken(post_id, revision, rep_id, copy_id, secrets.token_urlsafe(9), parent_share_id,
-                           int(time.time() if now is None else now), key_id)
-        payload = json.dumps({"v": VERSION, "k": key_id, "p": post_id, "r": revision, "rep": rep_id, "c": copy_id,
-                              "ps": parent_share_id, "s": token.share_id, "t": token.issued_at},
-                             separators=(",", ":")).encode()
+                           int(time.time() if now is None else now), key_id, team_id, contact_id)
+        fields: dict[str, object] = {"v": VERSION, "k": key_id, "p": post_id, "r": revision, "rep": rep_id,
+                                     "c": copy_id, "ps": parent_share_id, "s": token.share_id, "t": token.issued_at}
+        if team_id:
+            fields["tm"] = team_id
+        if contact_id:
+            fields["ct"] = contact_id
+        payload = json.dumps(fields, separators=(",", ":")).encode()
         return f"{_b64(payload)}.{_b64(self._sign(key, payload))}", token
+
+    def child(self, parent: ShareToken, *, contact_id: str = "", now: float | None = None) -> tuple[str, ShareToken]:
+        """A token for a forward of ``parent`` (or a per-contact link from it): same copy, parent = its share.
+
+        A forward never inherits the parent's contact: whoever a contact forwards the page to is someone else.
+        """
+        return self.issue(parent.post_id, parent.revision, parent.rep_id, parent.copy_id, parent.share_id, now,
+                          team_id=parent.team_id, contact_id=contact_id)
 
     @staticmethod
     def _sign(key: bytes, payload: bytes) -> bytes:
@@ -110,6 +128,7 @@ class ShareTokens:
             if data["v"] != VERSION:
                 raise InvalidArgument(field, f"unsupported version {data['v']}")
             return ShareToken(str(data["p"]), int(data["r"]), str(data["rep"]), str(data["c"]), str(data["s"]),
-                              str(data["ps"]), int(data["t"]), str(data["k"]))
+                              str(data["ps"]), int(data["t"]), str(data["k"]), str(data.get("tm", "")),
+                              str(data.get("ct", "")))
         except (KeyError, TypeError, ValueError):
             raise InvalidArgument(field, "token payload is incomplete") from None

@@ -23,6 +23,7 @@ ROLES = {
 }
 
 MAX_REP = 64  # identity_users.rep is VARCHAR(64)
+MAX_TEAM = 72  # identity_users.team is VARCHAR(72); team ids are at most 63 characters
 
 _ROLE_TO_PB = {Role.ADMIN: pb.ROLE_ADMIN, Role.EDITOR: pb.ROLE_EDITOR, Role.REP: pb.ROLE_REP, Role.SALES: pb.ROLE_SALES}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
@@ -30,7 +31,7 @@ _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 
 def user_to_pb(p: Principal, created=None) -> pb.User:  # type: ignore[no-untyped-def]
     return pb.User(name=p.name, display_name=p.display_name, role=_ROLE_TO_PB[p.role], rep=p.rep,  # type: ignore[arg-type]
-                   create_time=to_timestamp(created))
+                   team=p.team, create_time=to_timestamp(created))
 
 
 def token_to_pb(t: TokenInfo) -> pb.Token:
@@ -64,7 +65,14 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             rep = f"reps/{parse_name(u.rep, 'reps', 'user.rep')}"
             if len(rep) > MAX_REP:
                 raise InvalidArgument("user.rep", f"at most {MAX_REP} characters")
-        principal, token, secret = self.store.create_user(u.display_name.strip(), _ROLE_FROM_PB[u.role], rep)
+        team = ""
+        if u.team:
+            if u.role != pb.ROLE_SALES:
+                raise InvalidArgument("user.team", "only a ROLE_SALES user manages a team")
+            team = f"teams/{parse_name(u.team, 'teams', 'user.team')}"
+            if len(team) > MAX_TEAM:
+                raise InvalidArgument("user.team", f"at most {MAX_TEAM} characters")
+        principal, token, secret = self.store.create_user(u.display_name.strip(), _ROLE_FROM_PB[u.role], rep, team)
         return pb.CreateUserResponse(user=user_to_pb(principal, token.create_time), token=token_to_pb(token),
                                      secret=secret)
 

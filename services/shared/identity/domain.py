@@ -29,7 +29,8 @@ class Principal:
     id: str
     display_name: str
     role: Role
-    rep: str = ""
+    rep: str = ""  # a rep user's rep profile: "reps/{rep}"
+    team: str = ""  # a sales manager's team: "teams/{team}" (they see its reps' contacts)
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ class UserRow(Base):
     display_name: Mapped[str] = mapped_column(String(80))
     role: Mapped[str] = mapped_column(String(16))
     rep: Mapped[str] = mapped_column(String(64), default="")
+    team: Mapped[str] = mapped_column(String(72), default="")  # a sales manager's team: "teams/{team}"
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -26,7 +26,7 @@ class TokenInfo:
 
 
 def _principal(row: UserRow) -> Principal:
-    return Principal(id=row.id, display_name=row.display_name, role=Role(row.role), rep=row.rep)
+    return Principal(id=row.id, display_name=row.display_name, role=Role(row.role), rep=row.rep, team=row.team or "")
 
 
 def _token(row: TokenRow) -> TokenInfo:
@@ -40,9 +40,9 @@ class IdentityStore:
         self._cache: dict[str, tuple[float, str, Principal]] = {}
         self._lock = threading.Lock()
 
-    def create_user(self, display_name: str, role: Role, rep: str = "") -> tuple[Principal, TokenInfo, str]:
+    def create_user(self, display_name: str, role: Role, rep: str = "", team: str = "") -> tuple[Principal, TokenInfo, str]:
         now = datetime.now(UTC)
-        user = UserRow(id=new_id(), display_name=display_name, role=role.value, rep=rep, create_time=now)
+        user = UserRow(id=new_id(), display_name=display_name, role=role.value, rep=rep, team=team, create_time=now)
         issued = issue_token(new_id())
         with self.db.write() as s:
             s.add(user)

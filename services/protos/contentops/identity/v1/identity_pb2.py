@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%contentops/identity/v1/identity.proto\x12\x16\x63ontentops.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12*\n\x04role\x18\x03 \x01(\x0e\x32\x1c.contentops.identity.v1.Role\x12\x0b\n\x03rep\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x11\x43reateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x1c.contentops.identity.v1.User\"~\n\x12\x43reateUserResponse\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x1c.contentops.identity.v1.User\x12,\n\x05token\x18\x02 \x01(\x0b\x32\x1d.contentops.identity.v1.Token\x12\x0e\n\x06secret\x18\x03 \x01(\t\"\x1e\n\x0eGetUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x11ListUsersResponse\x12+\n\x05users\x18\x01 \x03(\x0b\x32\x1c.contentops.identity.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x12\x43reateTokenRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"S\n\x13\x43reateTokenResponse\x12,\n\x05token\x18\x01 \x01(\x0b\x32\x1d.contentops.identity.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x13RevokeTokenResponse\x12,\n\x05token\x18\x01 \x01(\x0b\x32\x1d.contentops.identity.v1.Token*[\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x0f\n\x0bROLE_EDITOR\x10\x02\x12\x0c\n\x08ROLE_REP\x10\x03\x12\x0e\n\nROLE_SALES\x10\x04\x32\xf9\x03\n\x0fIdentityService\x12\x63\n\nCreateUser\x12).contentops.identity.v1.CreateUserRequest\x1a*.contentops.identity.v1.CreateUserResponse\x12O\n\x07GetUser\x12&.contentops.identity.v1.GetUserRequest\x1a\x1c.contentops.identity.v1.User\x12`\n\tListUsers\x12(.contentops.identity.v1.ListUsersRequest\x1a).contentops.identity.v1.ListUsersResponse\x12\x66\n\x0b\x43reateToken\x12*.contentops.identity.v1.CreateTokenRequest\x1a+.contentops.identity.v1.CreateTokenResponse\x12\x66\n\x0bRevokeToken\x12*.contentops.identity.v1.RevokeTokenRequest\x1a+.contentops.identity.v1.RevokeTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%contentops/identity/v1/identity.proto\x12\x16\x63ontentops.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12*\n\x04role\x18\x03 \x01(\x0e\x32\x1c.contentops.identity.v1.Role\x12\x0b\n\x03rep\x18\x04 \x01(\t\x12\x0c\n\x04team\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x11\x43reateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x1c.contentops.identity.v1.User\"~\n\x12\x43reateUserResponse\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x1c.contentops.identity.v1.User\x12,\n\x05token\x18\x02 \x01(\x0b\x32\x1d.contentops.identity.v1.Token\x12\x0e\n\x06secret\x18\x03 \x01(\t\"\x1e\n\x0eGetUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x11ListUsersResponse\x12+\n\x05users\x18\x01 \x03(\x0b\x32\x1c.contentops.identity.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x12\x43reateTokenRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"S\n\x13\x43reateTokenResponse\x12,\n\x05token\x18\x01 \x01(\x0b\x32\x1d.contentops.identity.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x13RevokeTokenResponse\x12,\n\x05token\x18\x01 \x01(\x0b\x32\x1d.contentops.identity.v1.Token*[\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x0f\n\x0bROLE_EDITOR\x10\x02\x12\x0c\n\x08ROLE_REP\x10\x03\x12\x0e\n\nROLE_SALES\x10\x04\x32\xf9\x03\n\x0fIdentityService\x12\x63\n\nCreateUser\x12).contentops.identity.v1.CreateUserRequest\x1a*.contentops.identity.v1.CreateUserResponse\x12O\n\x07GetUser\x12&.contentops.identity.v1.GetUserRequest\x1a\x1c.contentops.identity.v1.User\x12`\n\tListUsers\x12(.contentops.identity.v1.ListUsersRequest\x1a).contentops.identity.v1.ListUsersResponse\x12\x66\n\x0b\x43reateToken\x12*.contentops.identity.v1.CreateTokenRequest\x1a+.contentops.identity.v1.CreateTokenResponse\x12\x66\n\x0bRevokeToken\x12*.contentops.identity.v1.RevokeTokenRequest\x1a+.contentops.identity.v1.RevokeTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contentops.identity.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=973
-  _globals['_ROLE']._serialized_end=1064
+  _globals['_ROLE']._serialized_start=987
+  _globals['_ROLE']._serialized_end=1078
   _globals['_USER']._serialized_start=99
-  _globals['_USER']._serialized_end=247
-  _globals['_TOKEN']._serialized_start=249
-  _globals['_TOKEN']._serialized_end=368
-  _globals['_CREATEUSERREQUEST']._serialized_start=370
-  _globals['_CREATEUSERREQUEST']._serialized_end=433
-  _globals['_CREATEUSERRESPONSE']._serialized_start=435
-  _globals['_CREATEUSERRESPONSE']._serialized_end=561
-  _globals['_GETUSERREQUEST']._serialized_start=563
-  _globals['_GETUSERREQUEST']._serialized_end=593
-  _globals['_LISTUSERSREQUEST']._serialized_start=595
-  _globals['_LISTUSERSREQUEST']._serialized_end=652
-  _globals['_LISTUSERSRESPONSE']._serialized_start=654
-  _globals['_LISTUSERSRESPONSE']._serialized_end=743
-  _globals['_CREATETOKENREQUEST']._serialized_start=745
-  _globals['_CREATETOKENREQUEST']._serialized_end=781
-  _globals['_CREATETOKENRESPONSE']._serialized_start=783
-  _globals['_CREATETOKENRESPONSE']._serialized_end=866
-  _globals['_REVOKETOKENREQUEST']._serialized_start=868
-  _globals['_REVOKETOKENREQUEST']._serialized_end=902
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=904
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=971
-  _globals['_IDENTITYSERVICE']._serialized_start=1067
-  _globals['_IDENTITYSERVICE']._serialized_end=1572
+  _globals['_USER']._serialized_end=261
+  _globals['_TOKEN']._serialized_start=263
+  _globals['_TOKEN']._serialized_end=382
+  _globals['_CREATEUSERREQUEST']._serialized_start=384
+  _globals['_CREATEUSERREQUEST']._serialized_end=447
+  _globals['_CREATEUSERRESPONSE']._serialized_start=449
+  _globals['_CREATEUSERRESPONSE']._serialized_end=575
+  _globals['_GETUSERREQUEST']._serialized_start=577
+  _globals['_GETUSERREQUEST']._serialized_end=607
+  _globals['_LISTUSERSREQUEST']._serialized_start=609
+  _globals['_LISTUSERSREQUEST']._serialized_end=666
+  _globals['_LISTUSERSRESPONSE']._serialized_start=668
+  _globals['_LISTUSERSRESPONSE']._serialized_end=757
+  _globals['_CREATETOKENREQUEST']._serialized_start=759
+  _globals['_CREATETOKENREQUEST']._serialized_end=795
+  _globals['_CREATETOKENRESPONSE']._serialized_start=797
+  _globals['_CREATETOKENRESPONSE']._serialized_end=880
+  _globals['_REVOKETOKENREQUEST']._serialized_start=882
+  _globals['_REVOKETOKENREQUEST']._serialized_end=916
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=918
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=985
+  _globals['_IDENTITYSERVICE']._serialized_start=1081
+  _globals['_IDENTITYSERVICE']._serialized_end=1586
 # @@protoc_insertion_point(module_scope)

@@ -26,9 +26,13 @@ if _version_not_supported:
 
 
 class TrackingServiceStub:
-    """TrackingService records who read which copy and for how long, and turns it
-    into interest tags and leads. Sketch at the level of its resources; the
-    tracking issue fills in the behaviour.
+    """TrackingService records who read which rep copy and for how long, and turns
+    it into interest tags with evidence, leads and live activity.
+
+    Ingest (StartView, RecordEngagement, EndView) is called by the web edge on
+    behalf of a customer's browser. Every event is appended to a Redis stream
+    before the call returns; a consumer group applies it to PostgreSQL, where
+    applying is idempotent on (view, seq).
     """
 
     def __init__(self, channel):
@@ -57,6 +61,11 @@ class TrackingServiceStub:
                 request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.CreateContactLinkRequest.SerializeToString,
                 response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ContactLink.FromString,
                 _registered_method=True)
+        self.ListContacts = channel.unary_unary(
+                '/contentops.tracking.v1.TrackingService/ListContacts',
+                request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListContactsRequest.SerializeToString,
+                response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListContactsResponse.FromString,
+                _registered_method=True)
         self.GetContactProfile = channel.unary_unary(
                 '/contentops.tracking.v1.TrackingService/GetContactProfile',
                 request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.GetContactProfileRequest.SerializeToString,
@@ -72,6 +81,26 @@ class TrackingServiceStub:
                 request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.WatchActivityRequest.SerializeToString,
                 response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.WatchActivityResponse.FromString,
                 _registered_method=True)
+        self.GetPostAnalytics = channel.unary_unary(
+                '/contentops.tracking.v1.TrackingService/GetPostAnalytics',
+                request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.GetPostAnalyticsRequest.SerializeToString,
+                response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.PostAnalytics.FromString,
+                _registered_method=True)
+        self.CreateTagRule = channel.unary_unary(
+                '/contentops.tracking.v1.TrackingService/CreateTagRule',
+                request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.CreateTagRuleRequest.SerializeToString,
+                response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.TagRule.FromString,
+                _registered_method=True)
+        self.ListTagRules = channel.unary_unary(
+                '/contentops.tracking.v1.TrackingService/ListTagRules',
+                request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListTagRulesRequest.SerializeToString,
+                response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListTagRulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteTagRule = channel.unary_unary(
+                '/contentops.tracking.v1.TrackingService/DeleteTagRule',
+                request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.DeleteTagRuleRequest.SerializeToString,
+                response_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.DeleteTagRuleResponse.FromString,
+                _registered_method=True)
         self.EraseContact = channel.unary_unary(
                 '/contentops.tracking.v1.TrackingService/EraseContact',
                 request_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.EraseContactRequest.SerializeToString,
@@ -80,30 +109,46 @@ class TrackingServiceStub:
 
 
 class TrackingServiceServicer:
-    """TrackingService records who read which copy and for how long, and turns it
-    into interest tags and leads. Sketch at the level of its resources; the
-    tracking issue fills in the behaviour.
+    """TrackingService records who read which rep copy and for how long, and turns
+    it into interest tags with evidence, leads and live activity.
+
+    Ingest (StartView, RecordEngagement, EndView) is called by the web edge on
+    behalf of a customer's browser. Every event is appended to a Redis stream
+    before the call returns; a consumer group applies it to PostgreSQL, where
+    applying is idempotent on (view, seq).
     """
 
     def StartView(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A customer opened a shared link. Returns a signed view id and the child
+        token a forward from this page carries.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RecordEngagement(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """Heartbeats, streamed or batched; acknowledged once stored in the stream.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EndView(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The page was closed (pagehide / sendBeacon).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateContactLink(self, request, context):
+        """A per-contact link: a child of the rep's own share that attributes whoever
+        opens it to the named contact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContacts(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,13 +167,40 @@ class TrackingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchActivity(self, request, context):
+        """Live events for one rep's contacts, as they happen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPostAnalytics(self, request, context):
+        """Aggregates for editors: never contact identities.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTagRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTagRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTagRule(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EraseContact(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes every view, event and tag of a contact, in PostgreSQL and Redis.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -156,6 +228,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.CreateContactLinkRequest.FromString,
                     response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ContactLink.SerializeToString,
             ),
+            'ListContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContacts,
+                    request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListContactsRequest.FromString,
+                    response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListContactsResponse.SerializeToString,
+            ),
             'GetContactProfile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetContactProfile,
                     request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.GetContactProfileRequest.FromString,
@@ -171,6 +248,26 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.WatchActivityRequest.FromString,
                     response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.WatchActivityResponse.SerializeToString,
             ),
+            'GetPostAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPostAnalytics,
+                    request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.GetPostAnalyticsRequest.FromString,
+                    response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.PostAnalytics.SerializeToString,
+            ),
+            'CreateTagRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTagRule,
+                    request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.CreateTagRuleRequest.FromString,
+                    response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.TagRule.SerializeToString,
+            ),
+            'ListTagRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTagRules,
+                    request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListTagRulesRequest.FromString,
+                    response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListTagRulesResponse.SerializeToString,
+            ),
+            'DeleteTagRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTagRule,
+                    request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.DeleteTagRuleRequest.FromString,
+                    response_serializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.DeleteTagRuleResponse.SerializeToString,
+            ),
             'EraseContact': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseContact,
                     request_deserializer=contentops_dot_tracking_dot_v1_dot_tracking__pb2.EraseContactRequest.FromString,
@@ -185,9 +282,13 @@ def add_TrackingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrackingService:
-    """TrackingService records who read which copy and for how long, and turns it
-    into interest tags and leads. Sketch at the level of its resources; the
-    tracking issue fills in the behaviour.
+    """TrackingService records who read which rep copy and for how long, and turns
+    it into interest tags with evidence, leads and live activity.
+
+    Ingest (StartView, RecordEngagement, EndView) is called by the web edge on
+    behalf of a customer's browser. Every event is appended to a Redis stream
+    before the call returns; a consumer group applies it to PostgreSQL, where
+    applying is idempotent on (view, seq).
     """
 
     @staticmethod
@@ -299,6 +400,33 @@ class TrackingService:
             _registered_method=True)
 
     @staticmethod
+    def ListContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentops.tracking.v1.TrackingService/ListContacts',
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListContactsRequest.SerializeToString,
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetContactProfile(request,
             target,
             options=(),
@@ -369,6 +497,114 @@ class TrackingService:
             '/contentops.tracking.v1.TrackingService/WatchActivity',
             contentops_dot_tracking_dot_v1_dot_tracking__pb2.WatchActivityRequest.SerializeToString,
             contentops_dot_tracking_dot_v1_dot_tracking__pb2.WatchActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPostAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentops.tracking.v1.TrackingService/GetPostAnalytics',
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.GetPostAnalyticsRequest.SerializeToString,
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.PostAnalytics.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTagRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentops.tracking.v1.TrackingService/CreateTagRule',
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.CreateTagRuleRequest.SerializeToString,
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.TagRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTagRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentops.tracking.v1.TrackingService/ListTagRules',
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListTagRulesRequest.SerializeToString,
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.ListTagRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTagRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentops.tracking.v1.TrackingService/DeleteTagRule',
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.DeleteTagRuleRequest.SerializeToString,
+            contentops_dot_tracking_dot_v1_dot_tracking__pb2.DeleteTagRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
