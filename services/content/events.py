@@ -76,8 +76,10 @@ def decode_payload(arg: str) -> bytes:
     return base64.b64decode(arg)
 
 
-def build_snapshot(revision: "Revision", assets: "list[AssetRow]") -> events_pb2.PostContentSnapshot:
+def build_snapshot(revision: "Revision", assets: "list[AssetRow]",
+                   topic_names: "dict[str, str] | None" = None) -> events_pb2.PostContentSnapshot:
     c = revision.content
+    names = topic_names or {}
     return events_pb2.PostContentSnapshot(
         title=c.title,
         body=c.body,
@@ -92,13 +94,14 @@ def build_snapshot(revision: "Revision", assets: "list[AssetRow]") -> events_pb2
         badge_enabled=c.variation.badge_enabled,
         badge_position=c.variation.badge_position.value,
         target_teams=[f"teams/{t}" for t in c.target_teams],
+        topic_names=[names.get(t, t) for t in c.topics],
     )
 
 
 def build_published_event(event_id: str, revision: "Revision", assets: "list[AssetRow]", by: str,
-                          now: datetime) -> events_pb2.PostPublishedEvent:
+                          now: datetime, topic_names: "dict[str, str] | None" = None) -> events_pb2.PostPublishedEvent:
     event = events_pb2.PostPublishedEvent(event_id=event_id, post=f"posts/{revision.post_id}", revision=revision.name,
-                                          published_by=by, content=build_snapshot(revision, assets))
+                                          published_by=by, content=build_snapshot(revision, assets, topic_names))
     event.publish_time.FromDatetime(now)
     return event
 

@@ -229,7 +229,9 @@ class ContentService:
         revision = store.get_revision(s, post.id, number)  # type: ignore[arg-type]
         assert revision is not None
         assets = store.assets_by_id(s, revision.content.images)  # type: ignore[arg-type]
-        event = build_published_event(new_id(), revision, [assets[a] for a in revision.content.images], by, now)
+        names = {t: topic.display_name for t in revision.content.topics
+                 if (topic := store.get_topic(s, t)) is not None}  # type: ignore[arg-type]
+        event = build_published_event(new_id(), revision, [assets[a] for a in revision.content.images], by, now, names)
         store.add_event(s, event.event_id, POST_PUBLISHED, event.SerializeToString(), now)  # type: ignore[arg-type]
 
     def _changed(self, s: object, post: Post, now: datetime, deleted: bool = False) -> None:

@@ -34,13 +34,13 @@ class MigrationHistory:
 def history(owner: str) -> MigrationHistory:
     """The migration history of an owner, found by package convention."""
     package = {"identity": "services.shared.identity", "content": "services.content",
-               "distribution": "services.distribution"}[owner]
+               "distribution": "services.distribution", "tracking": "services.tracking"}[owner]
     models = importlib.import_module(f"{package}.models")
     location = Path(importlib.import_module(package).__file__ or "").parent / "migrations"
     return MigrationHistory(owner, location, models.Base.metadata)
 
 
-OWNERS = ("identity", "content", "distribution")
+OWNERS = ("identity", "content", "distribution", "tracking")
 
 
 def alembic_config(db: Database, hist: MigrationHistory) -> Config:

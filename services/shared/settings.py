@@ -54,7 +54,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACKING_TIMEZONE", "Asia/Shanghai", "Time zone of leads' days and of 'yesterday 21:14'."),
     Setting("TRACKING_IP_SALT", "", "Salt for hashing client IPs (truncated first). Empty: derived from the secret key."),
     Setting("TRACKING_TOKEN_MAX_AGE_DAYS", "365", "Share links older than this are refused as expired."),
-    Setting("TRACKING_VISITOR_RATE", "5", "Views a visitor or IP may start per second (burst 20); beyond: throttled."),
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
     Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
@@ -101,7 +100,6 @@ class Settings:
     tracking_timezone: str
     tracking_ip_salt: bytes
     tracking_token_max_age_days: float
-    tracking_visitor_rate: float
     campaign_chunk_size: int
     campaign_resweep_seconds: float
     grpc_max_workers: int
@@ -222,7 +220,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tracking_timezone=_timezone(env["TRACKING_TIMEZONE"]),
         tracking_ip_salt=(env["TRACKING_IP_SALT"].encode() or hashlib.sha256(b"ip-salt:" + secret_key).digest()),
         tracking_token_max_age_days=_positive_float(env, "TRACKING_TOKEN_MAX_AGE_DAYS"),
-        tracking_visitor_rate=_positive_float(env, "TRACKING_VISITOR_RATE"),
         campaign_chunk_size=_int(env, "CAMPAIGN_CHUNK_SIZE"),
         campaign_resweep_seconds=_float(env, "CAMPAIGN_RESWEEP_SECONDS"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),

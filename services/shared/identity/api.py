@@ -25,7 +25,8 @@ ROLES = {
 MAX_REP = 64  # identity_users.rep is VARCHAR(64)
 MAX_TEAM = 72  # identity_users.team is VARCHAR(72); team ids are at most 63 characters
 
-_ROLE_TO_PB = {Role.ADMIN: pb.ROLE_ADMIN, Role.EDITOR: pb.ROLE_EDITOR, Role.REP: pb.ROLE_REP, Role.SALES: pb.ROLE_SALES}
+_ROLE_TO_PB = {Role.ADMIN: pb.ROLE_ADMIN, Role.EDITOR: pb.ROLE_EDITOR, Role.REP: pb.ROLE_REP, Role.SALES: pb.ROLE_SALES,
+               Role.SERVICE: pb.ROLE_SERVICE}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 
 
@@ -57,7 +58,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         if not u.display_name.strip():
             raise InvalidArgument("user.display_name", "required")
         if u.role not in _ROLE_FROM_PB:
-            raise InvalidArgument("user.role", "required: one of ROLE_ADMIN, ROLE_EDITOR, ROLE_REP, ROLE_SALES")
+            raise InvalidArgument("user.role", "required: one of ROLE_ADMIN, ROLE_EDITOR, ROLE_REP, ROLE_SALES, ROLE_SERVICE")
         rep = ""
         if u.rep:
             if u.role != pb.ROLE_REP:

@@ -22,6 +22,7 @@ class Role(enum.Enum):
     EDITOR = "editor"
     REP = "rep"
     SALES = "sales"
+    SERVICE = "service"  # machines, e.g. the web edge recording customers' views
 
 
 @dataclass(frozen=True)

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"contentops/content/v1/events.proto\x12\x15\x63ontentops.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n\x12PostPublishedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04post\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12;\n\x07\x63ontent\x18\x04 \x01(\x0b\x32*.contentops.content.v1.PostContentSnapshot\x12\x30\n\x0cpublish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpublished_by\x18\x06 \x01(\t\"\x99\x02\n\x10PostChangedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04post\x18\x02 \x01(\t\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.contentops.content.v1.PostLifecycle\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x15\n\rhead_revision\x18\x05 \x01(\t\x12\x15\n\rlive_revision\x18\x06 \x01(\t\x12@\n\x0chead_content\x18\x07 \x01(\x0b\x32*.contentops.content.v1.PostContentSnapshot\x12/\n\x0b\x63hange_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe9\x01\n\x13PostContentSnapshot\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12/\n\x06images\x18\x03 \x03(\x0b\x32\x1f.contentops.content.v1.ImageRef\x12\x0e\n\x06topics\x18\x04 \x03(\t\x12\x19\n\x11protected_phrases\x18\x05 \x03(\t\x12\x14\n\x0crep_template\x18\x06 \x01(\t\x12\x15\n\rbadge_enabled\x18\x07 \x01(\x08\x12\x16\n\x0e\x62\x61\x64ge_position\x18\x08 \x01(\x05\x12\x14\n\x0ctarget_teams\x18\t \x03(\t\"m\n\x08ImageRef\x12\r\n\x05\x61sset\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x10\n\x08\x62lob_key\x18\x06 \x01(\t*\xbe\x01\n\rPostLifecycle\x12\x1e\n\x1aPOST_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x18\n\x14POST_LIFECYCLE_DRAFT\x10\x01\x12\x1c\n\x18POST_LIFECYCLE_SCHEDULED\x10\x02\x12\x1c\n\x18POST_LIFECYCLE_PUBLISHED\x10\x03\x12\x1b\n\x17POST_LIFECYCLE_ARCHIVED\x10\x04\x12\x1a\n\x16POST_LIFECYCLE_DELETED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"contentops/content/v1/events.proto\x12\x15\x63ontentops.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n\x12PostPublishedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04post\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12;\n\x07\x63ontent\x18\x04 \x01(\x0b\x32*.contentops.content.v1.PostContentSnapshot\x12\x30\n\x0cpublish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpublished_by\x18\x06 \x01(\t\"\x99\x02\n\x10PostChangedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04post\x18\x02 \x01(\t\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.contentops.content.v1.PostLifecycle\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x15\n\rhead_revision\x18\x05 \x01(\t\x12\x15\n\rlive_revision\x18\x06 \x01(\t\x12@\n\x0chead_content\x18\x07 \x01(\x0b\x32*.contentops.content.v1.PostContentSnapshot\x12/\n\x0b\x63hange_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\x13PostContentSnapshot\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12/\n\x06images\x18\x03 \x03(\x0b\x32\x1f.contentops.content.v1.ImageRef\x12\x0e\n\x06topics\x18\x04 \x03(\t\x12\x19\n\x11protected_phrases\x18\x05 \x03(\t\x12\x14\n\x0crep_template\x18\x06 \x01(\t\x12\x15\n\rbadge_enabled\x18\x07 \x01(\x08\x12\x16\n\x0e\x62\x61\x64ge_position\x18\x08 \x01(\x05\x12\x14\n\x0ctarget_teams\x18\t \x03(\t\x12\x13\n\x0btopic_names\x18\n \x03(\t\"m\n\x08ImageRef\x12\r\n\x05\x61sset\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x10\n\x08\x62lob_key\x18\x06 \x01(\t*\xbe\x01\n\rPostLifecycle\x12\x1e\n\x1aPOST_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x18\n\x14POST_LIFECYCLE_DRAFT\x10\x01\x12\x1c\n\x18POST_LIFECYCLE_SCHEDULED\x10\x02\x12\x1c\n\x18POST_LIFECYCLE_PUBLISHED\x10\x03\x12\x1b\n\x17POST_LIFECYCLE_ARCHIVED\x10\x04\x12\x1a\n\x16POST_LIFECYCLE_DELETED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contentops.content.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POSTLIFECYCLE']._serialized_start=932
-  _globals['_POSTLIFECYCLE']._serialized_end=1122
+  _globals['_POSTLIFECYCLE']._serialized_start=953
+  _globals['_POSTLIFECYCLE']._serialized_end=1143
   _globals['_POSTPUBLISHEDEVENT']._serialized_start=95
   _globals['_POSTPUBLISHEDEVENT']._serialized_end=298
   _globals['_POSTCHANGEDEVENT']._serialized_start=301
   _globals['_POSTCHANGEDEVENT']._serialized_end=582
   _globals['_POSTCONTENTSNAPSHOT']._serialized_start=585
-  _globals['_POSTCONTENTSNAPSHOT']._serialized_end=818
-  _globals['_IMAGEREF']._serialized_start=820
-  _globals['_IMAGEREF']._serialized_end=929
+  _globals['_POSTCONTENTSNAPSHOT']._serialized_end=839
+  _globals['_IMAGEREF']._serialized_start=841
+  _globals['_IMAGEREF']._serialized_end=950
 # @@protoc_insertion_point(module_scope)

@@ -62,7 +62,7 @@ class PostChangedEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., post: _Optional[str] = ..., state: _Optional[_Union[PostLifecycle, str]] = ..., version: _Optional[int] = ..., head_revision: _Optional[str] = ..., live_revision: _Optional[str] = ..., head_content: _Optional[_Union[PostContentSnapshot, _Mapping]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PostContentSnapshot(_message.Message):
-    __slots__ = ("title", "body", "images", "topics", "protected_phrases", "rep_template", "badge_enabled", "badge_position", "target_teams")
+    __slots__ = ("title", "body", "images", "topics", "protected_phrases", "rep_template", "badge_enabled", "badge_position", "target_teams", "topic_names")
     TITLE_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class PostContentSnapshot(_message.Message):
     BADGE_ENABLED_FIELD_NUMBER: _ClassVar[int]
     BADGE_POSITION_FIELD_NUMBER: _ClassVar[int]
     TARGET_TEAMS_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_NAMES_FIELD_NUMBER: _ClassVar[int]
     title: str
     body: str
     images: _containers.RepeatedCompositeFieldContainer[ImageRef]
@@ -81,7 +82,8 @@ class PostContentSnapshot(_message.Message):
     badge_enabled: bool
     badge_position: int
     target_teams: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageRef, _Mapping]]] = ..., topics: _Optional[_Iterable[str]] = ..., protected_phrases: _Optional[_Iterable[str]] = ..., rep_template: _Optional[str] = ..., badge_enabled: _Optional[bool] = ..., badge_position: _Optional[int] = ..., target_teams: _Optional[_Iterable[str]] = ...) -> None: ...
+    topic_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageRef, _Mapping]]] = ..., topics: _Optional[_Iterable[str]] = ..., protected_phrases: _Optional[_Iterable[str]] = ..., rep_template: _Optional[str] = ..., badge_enabled: _Optional[bool] = ..., badge_position: _Optional[int] = ..., target_teams: _Optional[_Iterable[str]] = ..., topic_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImageRef(_message.Message):
     __slots__ = ("asset", "sha256", "mime_type", "width", "height", "blob_key")

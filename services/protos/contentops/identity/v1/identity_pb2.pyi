@@ -17,11 +17,13 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_EDITOR: _ClassVar[Role]
     ROLE_REP: _ClassVar[Role]
     ROLE_SALES: _ClassVar[Role]
+    ROLE_SERVICE: _ClassVar[Role]
 ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_EDITOR: Role
 ROLE_REP: Role
 ROLE_SALES: Role
+ROLE_SERVICE: Role
 
 class User(_message.Message):
     __slots__ = ("name", "display_name", "role", "rep", "team", "create_time")

@@ -1,0 +1,188 @@
+"""The ingest side: what StartView, RecordEngagement and EndView do before they return.
+
+Nothing here touches the database. A call verifies what it can on its own (the
+share token's signature and age, the view id's signature), rate-limits, and
+appends one ``IngestBatch`` to the event log; it returns once the log has it
+(Redis with AOF in production). The aggregator applies the log to the database.
+
+View ids are signed (``<ulid>-<hmac>``), so a heartbeat for a view nobody
+started is NOT_FOUND without a lookup, and a client cannot forge its way into
+someone else's view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
+from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.shared.ids import new_id
+from services.shared.sharetoken import ShareToken, ShareTokens
+
+from .domain import bots, privacy
+from .domain.engagement import HEARTBEAT_INTERVAL_MS
+from .limits import RateLimiter
+from .streams import EventLog
+
+log = logging.getLogger(__name__)
+
+MAX_HEARTBEATS_PER_CALL = 1_000
+MAX_UA_CHARS = 512
+MAX_VISITOR_CHARS = 40
+VIEW_SIG_HEX = 16
+
+
+REFUSED_TOKENS = Counter("contentops_tracking_refused_share_tokens", "Share links refused at StartView, by reason",
+                         ["reason"])
+
+
+class Refusals:
+    """Counts refused share tokens by reason: in this process (for tests and logs) and in Prometheus."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, reason: str) -> None:
+        REFUSED_TOKENS.labels(reason).inc()
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+@dataclass(frozen=True)
+class StartedView:
+    view: str
+    visitor_id: str
+    forward_token: str
+    bot: bool
+
+
+def _valid_visitor(visitor_id: str) -> bool:
+    return 8 <= len(visitor_id) <= MAX_VISITOR_CHARS and all(c.isalnum() or c in "-_" for c in visitor_id)
+
+
+class Ingest:
+    def __init__(self, log_: EventLog, tokens: ShareTokens, view_key: bytes, ip_salt: bytes, limiter: RateLimiter,
+                 *, token_max_age_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.log = log_
+        self.tokens = tokens
+        self.view_key = view_key
+        self.ip_salt = ip_salt
+        self.limiter = limiter
+        self.token_max_age_s = token_max_age_s
+        self.refusals = Refusals()
+        self.clock = clock  # server receive time, unix seconds (tests and the demo simulate reading with it)
+
+    # ---- view ids -----------------------------------------------------------------------------
+
+    def _sign(self, uid: str) -> str:
+        return hmac.new(self.view_key, uid.encode(), hashlib.sha256).hexdigest()[:VIEW_SIG_HEX]
+
+    def new_view_id(self) -> str:
+        uid = new_id()
+        return f"{uid}-{self._sign(uid)}"
+
+    def check_view(self, name: str, field: str) -> str:
+        """The view id in ``views/{id}``; NOT_FOUND when it was not issued here."""
+        if not name.startswith("views/"):
+            raise InvalidArgument(field, "expected 'views/<id>'")
+        view_id = name[len("views/"):]
+        uid, _, sig = view_id.partition("-")
+        if len(view_id) > 48 or not uid or not hmac.compare_digest(sig, self._sign(uid)):
+            raise NotFound(f"{name[:80]} not found")
+        return view_id
+
+    # ---- calls ----------------------------------------------------------------------------------
+
+    def verify_token(self, token: str, now: float | None = None) -> ShareToken:
+        try:
+            share = self.tokens.verify(token)
+        except InvalidArgument:
+            self.refusals.add("forged")
+            raise
+        age = (self.clock() if now is None else now) - share.issued_at
+        if age > self.token_max_age_s:
+            self.refusals.add("expired")
+            raise FailedPrecondition("share_token: this link has expired")
+        return share
+
+    def start_view(self, token: str, visitor_id: str, user_agent: str, referrer: str, client_ip: str,
+                   now_ms: int | None = None) -> StartedView:
+        share = self.verify_token(token)
+        if visitor_id and not _valid_visitor(visitor_id):
+            raise InvalidArgument("visitor_id", "8-40 letters, digits, '-' or '_'")
+        if len(user_agent) > 4096:
+            raise InvalidArgument("user_agent", "at most 4096 characters")
+        if len(referrer) > 4096:
+            raise InvalidArgument("referrer", "at most 4096 characters")
+        if len(client_ip) > 100:
+            raise InvalidArgument("client_ip", "at most 100 characters")
+        visitor = visitor_id or secrets.token_urlsafe(18)
+        ip_hash = privacy.hash_ip(client_ip, self.ip_salt) if client_ip else ""
+        keys = [f"visitor:{visitor}"] + ([f"ip:{ip_hash}"] if ip_hash else [])
+        if not self.limiter.allow_views(keys):
+            raise ResourceExhausted("too many views from this visitor or network; slow down")
+        verdict = bots.classify_user_agent(user_agent[:MAX_UA_CHARS])
+        view_id = self.new_view_id()
+        started = pb.ViewStarted(
+            view=view_id, visitor_id=visitor, share_id=share.share_id, parent_share_id=share.parent_share_id,
+            post=share.post_id, revision=share.revision, rep=share.rep_id, team=share.team_id, copy_id=share.copy_id,
+            contact=share.contact_id, bot=verdict.is_bot, bot_reason=verdict.reason[:60], ip_hash=ip_hash,
+            referrer_host=privacy.referrer_host(referrer)[:255],
+            user_agent_family=bots.user_agent_family(user_agent[:MAX_UA_CHARS])[:24])
+        received = int(self.clock() * 1000) if now_ms is None else now_ms
+        batch = pb.IngestBatch(events=[pb.IngestEvent(started=started, received_ms=received)])
+        self.log.append([batch.SerializeToString()], partition=self.log.partition_for(view_id))
+        forward, _ = self.tokens.child(share)
+        return StartedView(view_id, visitor, forward, verdict.is_bot)
+
+    def record(self, heartbeats: Sequence[pb.Heartbeat], now_ms: int | None = None) -> tuple[int, int]:
+        """Append heartbeats; returns (accepted, throttled)."""
+        if len(heartbeats) > MAX_HEARTBEATS_PER_CALL:
+            raise InvalidArgument("heartbeats", f"at most {MAX_HEARTBEATS_PER_CALL} per message")
+        received = int(self.clock() * 1000) if now_ms is None else now_ms
+        by_view: dict[str, list[pb.IngestEvent]] = {}
+        names: dict[str, str] = {}
+        for i, hb in enumerate(heartbeats):
+            field = f"heartbeats[{i}]"
+            view_id = names.get(hb.view) or self.check_view(hb.view, f"{field}.view")
+            names[hb.view] = view_id
+            if hb.seq <= 0:
+                raise InvalidArgument(f"{field}.seq", "must be 1 or more")
+            by_view.setdefault(view_id, []).append(pb.IngestEvent(
+                heartbeat=pb.Heartbeat(view=view_id, seq=hb.seq, engaged_ms_delta=hb.engaged_ms_delta,
+                                       max_scroll_percent=hb.max_scroll_percent), received_ms=received))
+        by_partition: dict[int, list[pb.IngestEvent]] = {}
+        throttled = 0
+        for view_id, events in by_view.items():
+            if not self.limiter.allow_heartbeats(view_id, len(events)):  # a flood from one page, not a browser
+                throttled += len(events)
+                continue
+            by_partition.setdefault(self.log.partition_for(view_id), []).extend(events)
+        for partition, events in by_partition.items():
+            self.log.append([pb.IngestBatch(events=events).SerializeToString()], partition=partition)
+        return sum(len(e) for e in by_partition.values()), throttled
+
+    def end_view(self, view: str, last_seq: int, now_ms: int | None = None) -> None:
+        view_id = self.check_view(view, "view")
+        if last_seq < 0:
+            raise InvalidArgument("last_seq", "must not be negative")
+        received = int(self.clock() * 1000) if now_ms is None else now_ms
+        event = pb.IngestEvent(ended=pb.EndViewRequest(view=view_id, last_seq=last_seq), received_ms=received)
+        self.log.append([pb.IngestBatch(events=[event]).SerializeToString()], partition=self.log.partition_for(view_id))
+
+
+HEARTBEAT_INTERVAL_SECONDS = HEARTBEAT_INTERVAL_MS // 1000
