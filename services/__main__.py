@@ -1,10 +1,12 @@
 """``python -m services``: every service in one process, for the embedded default.
 
 On the embedded default there is no broker, so the content service's publish
-events reach the distribution service through an in-process subscription, and
-rendering runs on an in-process pool. With ``REDIS_URL`` set, run the services
+events reach the distribution and tracking services through an in-process
+subscription, rendering runs on an in-process pool, and the tracking event log
+is in memory with its consumer on a thread. With ``REDIS_URL`` set, run the services
 as separate processes (``python -m services.content``, ``python -m
-services.distribution``) with Celery workers instead; this runner refuses, so
+services.distribution``, ``python -m services.tracking``, ``python -m
+services.tracking.consumer``) with Celery workers instead; this runner refuses, so
 events are never split between an in-process subscriber and the broker.
 """
 
@@ -23,6 +25,8 @@ from services.distribution.app import DistributionApp
 from services.shared.logs import configure_logging
 from services.shared.periodic import PeriodicRunner
 from services.shared.settings import load_settings
+from services.tracking.__main__ import build_server as build_tracking_server
+from services.tracking.app import TrackingApp
 
 log = logging.getLogger("services")
 
@@ -36,14 +40,17 @@ def main() -> None:
     events = InProcessEvents()
     content = ContentApp.build(settings, events=events)
     distribution = DistributionApp.build(settings, blobs=content.blobs)
+    tracking = TrackingApp.build(settings)
     events.subscribe_all(distribution.service.event_handlers())
-    servers = [build_content_server(content), build_distribution_server(distribution)]
+    events.subscribe_all(tracking.service.event_handlers())
+    servers = [build_content_server(content), build_distribution_server(distribution), build_tracking_server(tracking)]
     runner = PeriodicRunner(settings.scheduler_interval_seconds, {
         "publish_due_posts": content.service.publish_due_posts,
         "relay_outbox": content.service.relay_outbox,
         # Chunks the in-process pool could not finish (a store was down) are queued again.
         "redispatch_stale": lambda: distribution.service.redispatch_stale(
             timedelta(seconds=settings.campaign_resweep_seconds)),
+        "purge_tracking_events": lambda: tracking.service.purge_events(timedelta(days=settings.tracking_retention_days)),
     })
     stopping = threading.Event()
 
@@ -56,8 +63,8 @@ def main() -> None:
     for server in servers:
         server.start()
     runner.start()
-    log.info("content on %s, distribution on %s (embedded default, data in %s)", settings.content_addr,
-             settings.distribution_addr, settings.data_dir)
+    log.info("content on %s, distribution on %s, tracking on %s (embedded default, data in %s)", settings.content_addr,
+             settings.distribution_addr, settings.tracking_addr, settings.data_dir)
     stopping.wait()
     drains = [threading.Thread(target=s.stop) for s in servers]  # both drain in parallel within the grace
     for t in drains:
@@ -65,6 +72,7 @@ def main() -> None:
     for t in drains:
         t.join()
     runner.stop()
+    tracking.close()
     distribution.close()
     content.close()
     log.info("stopped")

@@ -1,4 +1,4 @@
-"""``python -m services``: the embedded default's one process serves content and distribution, and a
+"""``python -m services``: the embedded default's one process serves content, distribution and tracking, and a
 publish reaches the reps' copies without any broker."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from services.protos.contentops.content.v1 import content_pb2 as cpb
 from services.protos.contentops.content.v1 import content_pb2_grpc as cpb_grpc
 from services.protos.contentops.distribution.v1 import distribution_pb2 as dpb
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as dpb_grpc
+from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
+from services.protos.contentops.tracking.v1 import tracking_pb2_grpc as tpb_grpc
 
 from . import infra
 from .helpers import jpeg, upload_messages
@@ -55,16 +57,19 @@ def test_one_process_serves_both_and_a_publish_reaches_the_reps(tmp_path: Path) 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CONTENTOPS_", "MINIO_", "DATABASE_", "REDIS_"))},
            "CONTENTOPS_DATA_DIR": str(tmp_path / "data"), "AUTH_CACHE_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "5",
            "CONTENT_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}",
-           "DISTRIBUTION_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}", "PYTHONPATH": str(ROOT)}
+           "DISTRIBUTION_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}",
+           "TRACKING_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}", "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen([PYTHON, "-m", "services"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_serving(env["CONTENT_GRPC_ADDR"], proc)
         wait_serving(env["DISTRIBUTION_GRPC_ADDR"], proc)
+        wait_serving(env["TRACKING_GRPC_ADDR"], proc)
         _, admin = token(env, "admin")
         _, editor = token(env, "editor")
         rep_user, rep_md = token(env, "rep")
+        _, edge = token(env, "service")
         with grpc.insecure_channel(env["CONTENT_GRPC_ADDR"]) as c, grpc.insecure_channel(env["DISTRIBUTION_GRPC_ADDR"]) as d:
             content, dist = cpb_grpc.ContentServiceStub(c), dpb_grpc.DistributionServiceStub(d)
             rep = dist.CreateRep(dpb.CreateRepRequest(rep=dpb.Rep(display_name="小王", user=rep_user)), metadata=admin)
@@ -75,6 +80,15 @@ def test_one_process_serves_both_and_a_publish_reaches_the_reps(tmp_path: Path) 
             content.PublishPost(cpb.PublishPostRequest(name=post.name), metadata=editor)
             copy = dist.GetRepCopy(dpb.GetRepCopyRequest(post=post.name, rep=rep.name), metadata=rep_md, timeout=30)
             assert "400-820-1234" in copy.text and len(copy.images) == 1
+        with grpc.insecure_channel(env["TRACKING_GRPC_ADDR"]) as t:
+            tracking = tpb_grpc.TrackingServiceStub(t)
+            view = tracking.StartView(tpb.StartViewRequest(share_token=copy.share_token, user_agent="Mozilla/5.0 (iPhone) "
+                                                           "MicroMessenger/8.0"), metadata=edge)
+            assert view.view.startswith("views/") and view.forward_share_token
+            deadline = time.monotonic() + WAIT
+            while not tracking.ListContacts(tpb.ListContactsRequest(parent=rep.name), metadata=rep_md).contacts:
+                assert time.monotonic() < deadline, "the view never reached the rep's contacts"
+                time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

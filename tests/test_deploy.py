@@ -30,7 +30,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from services.content.events import TASK_FOR_TOPIC
+from services.content.events import TASKS_FOR_TOPIC
 from services.shared import healthcheck
 from services.shared.grpcserver import GrpcServer
 from services.shared.settings import SETTINGS, load_settings
@@ -57,7 +57,8 @@ THIRD_PARTY_ENV = {
 # Environment a Dockerfile may set besides settings.
 IMAGE_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK"}
 WILDCARD_HOSTS = {"0.0.0.0", "[::]", "::", ""}
-EXPECTED_SERVICES = {"postgres", "redis", "minio", "minio-init", "migrate", "content", "distribution", "worker", "beat"}
+EXPECTED_SERVICES = {"postgres", "redis", "minio", "minio-init", "migrate", "content", "distribution", "tracking",
+                     "tracking-consumer", "worker", "beat"}
 CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "minio": 9000}  # the images' defaults
 
 
@@ -341,7 +342,7 @@ def probe_celery(target: str, commands: list[list[str]], env: dict[str, str]) ->
     """Load the Celery app as `celery -A target` would, in a process with the container's environment."""
     clean = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     clean.update(env)
-    event_tasks = [task for task, _queue in TASK_FOR_TOPIC.values()]
+    event_tasks = [task for tasks in TASKS_FOR_TOPIC.values() for task, _queue in tasks]
     result = subprocess.run(
         [sys.executable, "-c", _CELERY_PROBE, json.dumps([target, commands]), json.dumps(event_tasks)],
         capture_output=True, text=True, env=clean, cwd=ROOT, timeout=120,
@@ -407,7 +408,7 @@ def test_the_secret_key_must_be_supplied() -> None:
 
 def test_app_services_set_only_real_settings() -> None:
     doc = compose()
-    assert set(app_services(doc)) == {"migrate", "content", "distribution", "worker", "beat"}
+    assert set(app_services(doc)) == {"migrate", "content", "distribution", "tracking", "tracking-consumer", "worker", "beat"}
     for name, svc in app_services(doc).items():
         unknown = set(service_env(svc)) - SETTING_NAMES
         assert not unknown, f"{name}: {sorted(unknown)} are not settings in services/shared/settings.py"
@@ -506,7 +507,7 @@ def test_celery_workers_consume_routed_queues_and_know_every_task_sent_there() -
             assert queue in report["route_queues"], f"{name}: queue {queue!r} is not in the Celery routes"
             # Tasks that arrive on this queue: the app's own, and the events the content service emits.
             arriving = {t for t, q in report["registered"].items() if q == queue}
-            arriving |= {task for task, q in TASK_FOR_TOPIC.values() if q == queue}
+            arriving |= {task for tasks in TASKS_FOR_TOPIC.values() for task, q in tasks if q == queue}
             assert arriving, f"{name}: nothing is ever sent to queue {queue!r}"
             unknown = arriving - set(report["registered"])
             assert not unknown, (
@@ -517,7 +518,7 @@ def test_celery_workers_consume_routed_queues_and_know_every_task_sent_there() -
         for task in report["beat"]:
             assert task in report["registered"], f"beat schedules {task}, which no module registers"
             assert report["registered"][task] in consumed, f"beat's {task} goes to a queue no worker consumes"
-        for task, queue in TASK_FOR_TOPIC.values():
+        for task, queue in (t for tasks in TASKS_FOR_TOPIC.values() for t in tasks):
             assert report["route"][task] == queue, f"{task}: the events module and the Celery routes disagree"
 
 

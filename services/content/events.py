@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 POST_PUBLISHED = "content.post_published"
 POST_CHANGED = "content.post_changed"
-# The Celery task the distribution service registers for each event, and its queue.
-TASK_FOR_TOPIC = {
-    POST_PUBLISHED: ("contentops.distribution.post_published", "distribution"),
-    POST_CHANGED: ("contentops.distribution.post_changed", "distribution"),
+# The Celery tasks the consuming services register for each event, and their queues: one message per consumer.
+TASKS_FOR_TOPIC: dict[str, tuple[tuple[str, str], ...]] = {
+    POST_PUBLISHED: (("contentops.distribution.post_published", "distribution"),
+                     ("contentops.tracking.post_published", "tracking")),
+    POST_CHANGED: (("contentops.distribution.post_changed", "distribution"),),
 }
 
 
@@ -63,13 +64,13 @@ class CeleryEvents:
         self.celery = celery_app
 
     def publish(self, topic: str, payload: bytes) -> None:
-        task, queue = TASK_FOR_TOPIC[topic]
         # JSON is Celery's safe serializer; protobuf bytes travel base64-encoded.
         # Fire and forget: nobody reads these results. With one, send_task also subscribes to the
         # result backend (a subscription and a stored result per event), and while Redis is down
         # each publish then blocks ~20 s in the backend's reconnect retries instead of failing fast.
-        self.celery.send_task(task, args=[base64.b64encode(payload).decode()], queue=queue,  # type: ignore[attr-defined]
-                              ignore_result=True)
+        for task, queue in TASKS_FOR_TOPIC[topic]:  # a consumer that got it before dedupes on event_id
+            self.celery.send_task(task, args=[base64.b64encode(payload).decode()], queue=queue,  # type: ignore[attr-defined]
+                                  ignore_result=True)
 
 
 def decode_payload(arg: str) -> bytes:

@@ -16,7 +16,7 @@ from .settings import Settings
 
 VISIBILITY_TIMEOUT = 3600
 
-TASK_MODULES = ["services.content.tasks", "services.distribution.tasks"]
+TASK_MODULES = ["services.content.tasks", "services.distribution.tasks", "services.tracking.tasks"]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -38,6 +38,7 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             "contentops.content.*": {"queue": "content"},
             "contentops.distribution.*": {"queue": "distribution"},
+            "contentops.tracking.*": {"queue": "tracking"},
         },
         beat_schedule={
             "publish-due-posts": {
@@ -51,6 +52,10 @@ def make_celery(settings: Settings) -> Celery:
             "redispatch-stale-copies": {
                 "task": "contentops.distribution.redispatch_stale",
                 "schedule": max(60.0, settings.scheduler_interval_seconds),
+            },
+            "purge-raw-tracking-events": {
+                "task": "contentops.tracking.purge_events",
+                "schedule": 3600.0,
             },
         },
     )
