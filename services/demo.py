@@ -6,12 +6,19 @@ reps, uploads the bundled sample post (Chinese text and three photos), revises
 it, publishes it, schedules a second post and lets the scheduler publish it.
 Each rep then fetches their own copy over gRPC; the copies (text and images)
 are written to ./var/demo/copies/ and the distinctness report is printed.
+
+Then the tracking service: simulated customers open the reps' links (one through
+a per-contact link, one a forward, one a bot) and read for different lengths of
+time, last evening and this morning by a simulated server clock; the demo prints
+each rep's leads for today, one contact's tags with their evidence and timeline,
+a live activity event and the post's analytics.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,10 +38,14 @@ from services.protos.contentops.content.v1 import content_pb2_grpc as pb_grpc
 from services.protos.contentops.content.v1 import events_pb2
 from services.protos.contentops.distribution.v1 import distribution_pb2 as dpb
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as dpb_grpc
+from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
+from services.protos.contentops.tracking.v1 import tracking_pb2_grpc as tpb_grpc
 from services.shared.apiutil import to_timestamp
 from services.shared.identity.domain import Role
 from services.shared.logs import configure_logging
 from services.shared.settings import load_settings
+from services.tracking.__main__ import build_server as build_tracking_server
+from services.tracking.app import TrackingApp
 
 DATA = Path(__file__).parent / "demo_data"
 OUT = Path("var/demo")
@@ -207,6 +218,7 @@ def main() -> int:
             f"fidelity: minimum SSIM against the aligned original {report.ssim_min:.4f} (policy: ≥ 0.95)",
             f"protected-span violations: {report.protected_span_violations}",
         ]))
+        track_customers(settings, events, app, post.name, reps, md, dist_stub)
         print("done.")
         return 0
     finally:
@@ -216,6 +228,136 @@ def main() -> int:
         dist_server.stop(grace=2)
         dist.close()
         app.close()
+
+
+class SimulatedClock:
+    """The tracking ingest's receive clock: the demo's customers read last evening and this morning."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, when: datetime) -> None:
+        self.now = when.timestamp()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def track_customers(settings, events, app, post: str, reps, editor_md, dist_stub) -> None:  # type: ignore[no-untyped-def]
+    """Customers open the reps' links and read; the reps see leads, tags with evidence and live activity."""
+    from zoneinfo import ZoneInfo
+
+    tracking = TrackingApp.build(settings, migrate=True)
+    tz = ZoneInfo(settings.tracking_timezone)
+    today = datetime.now(tz).replace(second=0, microsecond=0)
+    yesterday_evening = (today - timedelta(days=1)).replace(hour=21, minute=14)
+    this_morning = min(today - timedelta(minutes=30), today.replace(hour=8, minute=40))
+    clock = SimulatedClock(yesterday_evening)
+    tracking.ingest.clock = clock
+    server = build_tracking_server(tracking, "127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = tpb_grpc.TrackingServiceStub(channel)
+    try:
+        # Titles and topics of the published revisions reach tracking from the content service's events.
+        for row_topic, handler in tracking.service.event_handlers().items():
+            events.subscribe(row_topic, handler)
+        from sqlalchemy import select
+
+        from services.content.models import OutboxRow
+
+        with app.db.read() as s:
+            for row in s.scalars(select(OutboxRow).where(OutboxRow.topic == POST_PUBLISHED).order_by(OutboxRow.id)):
+                tracking.service.handle_post_published(row.payload)  # they were published before tracking started
+        edge = (("authorization", f"Bearer {app.identity.create_user('web edge', Role.SERVICE)[2]}"),)
+        say("tracking service started", f"gRPC on 127.0.0.1:{server.port}; the web edge calls it with a service token")
+
+        def read(token: str, seconds: int, visitor: str = "", ua: str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) "
+                 "AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47") -> tpb.StartViewResponse:
+            view = stub.StartView(tpb.StartViewRequest(share_token=token, visitor_id=visitor, user_agent=ua,
+                                                       client_ip="203.0.113.7"), metadata=edge)
+            for seq in range(1, (seconds + 9) // 10 + 1):
+                delta = min(10_000, seconds * 1000 - (seq - 1) * 10_000)
+                clock.advance(delta / 1000)
+                stub.RecordEngagement(iter([tpb.RecordEngagementRequest(heartbeats=[tpb.Heartbeat(
+                    view=view.view, seq=seq, engaged_ms_delta=delta, max_scroll_percent=min(100, seq * 5))])]),
+                    metadata=edge)
+            stub.EndView(tpb.EndViewRequest(view=view.view), metadata=edge)
+            return view
+
+        tokens = {rep.name: dist_stub.GetRepCopy(dpb.GetRepCopyRequest(post=post, rep=rep.name), metadata=rep_md).share_token
+                  for rep, rep_md in reps}
+        (li, li_md), (wang, wang_md), (zhang, _zhang_md) = reps[0], reps[1], reps[2]
+        youyou = stub.CreateContactLink(tpb.CreateContactLinkRequest(parent=li.name, share_token=tokens[li.name],
+                                                                     contact_display_name="优优妈妈"), metadata=li_md)
+        xiaoming = stub.CreateContactLink(tpb.CreateContactLinkRequest(parent=wang.name, share_token=tokens[wang.name],
+                                                                       contact_display_name="小明爸爸"), metadata=wang_md)
+        say("per-contact links created", f"{li.display_name} → {youyou.contact.display_name}; "
+            f"{wang.display_name} → {xiaoming.contact.display_name}")
+
+        watched: list[str] = []
+        watching = threading.Event()
+
+        def watch() -> None:
+            call = stub.WatchActivity(tpb.WatchActivityRequest(rep=li.name), metadata=li_md)
+            watching.set()
+            try:
+                for event in call:
+                    watched.append(event.message)
+                    call.cancel()  # one is enough for the demo
+            except grpc.RpcError as err:
+                if err.code() is not grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                    raise
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        watching.wait(5)
+        time.sleep(0.3)
+        first = read(youyou.share_token, 13 * 60)  # 优优妈妈 reads 13 minutes, last evening at 21:14
+        clock.advance(300)
+        read(first.forward_share_token, 150)  # she forwards it; a friend reads two and a half minutes
+        clock.advance(60)
+        read(tokens[li.name], 40)  # someone opens 李晓雨's own link for 40 s
+        read(tokens[wang.name], 5 * 60, ua="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+        read(xiaoming.share_token, 5 * 60)  # 小明爸爸 reads five minutes
+        read(tokens[zhang.name], 5)  # a five-second bounce on 张可欣's link
+        clock.set(this_morning)
+        read(youyou.share_token, 4 * 60, visitor=first.visitor_id)  # 优优妈妈 comes back this morning
+        tracking.wait_applied(30)
+        watcher.join(5)
+        say("customers read (simulated: last evening and this morning)",
+            "优优妈妈 13 min + 4 min, a friend she forwarded it to 2.5 min, an anonymous visitor 40 s, "
+            "小明爸爸 5 min, a Googlebot, a 5 s bounce")
+        if watched:
+            say(f"live activity for {li.display_name} (WatchActivity)", watched[0])
+
+        for rep, rep_md in reps:
+            leads = stub.ListLeads(tpb.ListLeadsRequest(parent=rep.name), metadata=rep_md)
+            lines = [f"{lead.contact.display_name}: {lead.reason}；{lead.talking_point}" for lead in leads.leads]
+            say(f"{rep.display_name}'s leads today ({len(lines)})", "\n    ".join(lines) or "—")
+        profile = stub.GetContactProfile(tpb.GetContactProfileRequest(name=youyou.contact.name), metadata=li_md)
+        tags = [f"{t.label} (score {t.score:.2f}): " + "；".join(e.description for e in t.evidence) for t in profile.tags]
+        say(f"{profile.contact.display_name}'s tags with evidence", "\n    ".join(tags) or "—")
+        say(f"{profile.contact.display_name}'s timeline", "\n    ".join(e.description for e in profile.timeline))
+        try:
+            stub.GetContactProfile(tpb.GetContactProfileRequest(name=youyou.contact.name), metadata=wang_md)
+        except grpc.RpcError as err:
+            say("another rep asking for this contact is refused", f"{err.code().name}: {err.details()}")  # type: ignore[attr-defined]
+        stats = stub.GetPostAnalytics(tpb.GetPostAnalyticsRequest(post=post), metadata=editor_md)
+        say("post analytics for the editor (no contact identities)", "\n    ".join([
+            f"views {stats.views}, unique viewers {stats.unique_viewers}, bot views {stats.bot_views}, "
+            f"engaged p50 {stats.engaged_seconds_p50} s / p90 {stats.engaged_seconds_p90} s",
+            "engaged time: " + ", ".join(f"{b.label} {b.views}" for b in stats.engaged_histogram),
+            "top spreaders: " + ", ".join(f"{s.rep} share {s.share_id[:6]}… → {s.downstream_views} downstream view(s)"
+                                          for s in stats.top_spreaders[:3]),
+        ]))
+    finally:
+        channel.close()
+        server.stop(grace=2)
+        tracking.close()
 
 
 def histogram(counts: list[int]) -> str:
