@@ -58,6 +58,7 @@ class Track:
     admin: Metadata
     editor: Metadata
     clock: Clock
+    channel: grpc.Channel | None = None  # the tracking server's channel, for raw calls to any method (fuzzing)
 
     def rep(self, name: str, team: str = "") -> tuple[dpb.Rep, Metadata]:
         principal, md = self.harness.user(Role.REP, name)  # type: ignore[attr-defined]
@@ -131,7 +132,7 @@ def build_track(harness, redis_prefix: str | None = None) -> Iterator[Track]:  #
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         yield Track(harness, dist, app, pb_grpc.TrackingServiceStub(channel), dpb_grpc.DistributionServiceStub(dchannel),
-                    harness.md(Role.SERVICE), harness.md(Role.ADMIN), harness.md(Role.EDITOR), clock)
+                    harness.md(Role.SERVICE), harness.md(Role.ADMIN), harness.md(Role.EDITOR), clock, channel)
     finally:
         channel.close()
         dchannel.close()
@@ -141,3 +142,35 @@ def build_track(harness, redis_prefix: str | None = None) -> Iterator[Track]:  #
             event_log.delete_where(lambda _: True)
         app.close()
         dist.close()
+
+
+def pause_consumer(app: TrackingApp) -> None:
+    """Stop the in-process consumer once it has caught up: what is appended from now on waits in the log, unapplied."""
+    assert app.wait_applied(20), "the tracking consumer did not catch up"
+    app._stop.set()
+    if app._consumer is not None:
+        app._consumer.join(10)
+        assert not app._consumer.is_alive(), "the tracking consumer did not stop"
+    assert app.event_log.stats().pending == 0, "the consumer stopped with entries in hand"
+
+
+def resume_consumer(app: TrackingApp) -> None:
+    """Start a fresh in-process consumer after ``pause_consumer`` (same name: it is the same group member)."""
+    import threading
+
+    app._stop = threading.Event()
+    app.start_consumer("in-process")
+
+
+def log_payloads(event_log: object) -> list[bytes]:
+    """Every payload the event log holds: for Redis, XRANGE over every key under its prefix (partitions, dead
+    letters, anything else there); otherwise whatever ``delete_where`` is shown (it deletes nothing here)."""
+    if isinstance(event_log, RedisEventLog):
+        found = []
+        for key in sorted(event_log.client.scan_iter(match=f"{event_log.prefix}*")):
+            if event_log.client.type(key) in (b"stream", "stream"):
+                found += [value for _id, fields in event_log.client.xrange(key) for value in fields.values()]
+        return found
+    seen: list[bytes] = []
+    event_log.delete_where(lambda payload: seen.append(payload) or False)  # type: ignore[attr-defined]
+    return seen

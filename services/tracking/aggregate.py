@@ -14,6 +14,7 @@ several consumers may touch at once are read ``FOR UPDATE`` on PostgreSQL.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
@@ -36,6 +37,7 @@ from .domain.interest import DecayedScore, TagRule, Visit
 from .domain.reading import MIN_EXPECTED_MS
 from .models import (
     ContactRow,
+    ErasedViewRow,
     EventRow,
     InterestRow,
     PostInfoRow,
@@ -53,6 +55,18 @@ log = logging.getLogger(__name__)
 TAG_LOOKBACK = timedelta(days=90)  # visits older than this no longer make tags (rules' windows are shorter)
 TAG_VISITS = 500  # at most this many recent visits per contact are evaluated
 RULES_CACHE_SECONDS = 5.0
+# PostgreSQL advisory lock: applying takes it shared, erasure exclusive, so an erasure never interleaves with a batch.
+ERASURE_LOCK = 0x7472_6B65_7261_7365  # "trkerase"
+
+
+def view_hash(view_id: str) -> str:
+    return hashlib.sha256(view_id.encode()).hexdigest()
+
+
+def lock_against_erasure(s: Session, exclusive: bool) -> None:
+    if s.get_bind().dialect.name == "postgresql":  # SQLite serialises every write transaction anyway
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        s.execute(text(f"SELECT {fn}(:key)"), {"key": ERASURE_LOCK})
 
 
 def ms(value: int) -> datetime:
@@ -124,6 +138,7 @@ class Aggregator:
 
     def apply(self, events: Sequence[pb.IngestEvent]) -> list[Activity]:
         with self.db.write() as s:
+            lock_against_erasure(s, exclusive=False)
             b = _Batch(s, self.clock())
             for event in events:
                 if event.WhichOneof("kind") == "started":
@@ -152,6 +167,8 @@ class Aggregator:
         s = b.s
         if s.get(ViewRow, ev.view) is not None:
             return  # applied before (a redelivered entry)
+        if s.get(ErasedViewRow, view_hash(ev.view)) is not None:
+            return  # its contact was erased while this entry was in a consumer's hands
         started = ms(received_ms)
         rep = s.get(RepInfoRow, ev.rep)
         if rep is None:

@@ -17,7 +17,7 @@ from services.shared.identity.domain import Role
 
 from .activity import ActivityHub
 from .domain.engagement import HEARTBEAT_INTERVAL_MS
-from .domain.interest import TagRule
+from .domain.interest import TagRule, validate_rule
 from .ingest import Ingest
 from .service import ContactView, EvidenceView, TrackingService
 
@@ -198,8 +198,9 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     def CreateTagRule(self, request: pb.CreateTagRuleRequest, context: grpc.ServicerContext) -> pb.TagRule:
         r = request.tag_rule
         topic = r.topic if r.topic == "*" else parse_name(r.topic, "topics", "tag_rule.topic")
-        rule_id, rule = self.service.create_rule(TagRule(topic, r.min_engaged_seconds, r.min_visits, r.window_days,
-                                                         r.label, r.min_score or None))
+        rule = validate_rule(TagRule(topic, r.min_engaged_seconds, r.min_visits, r.window_days, r.label, r.min_score or None),
+                             "tag_rule.")  # errors name the request's field ("tag_rule.min_visits")
+        rule_id, rule = self.service.create_rule(rule)
         return rule_to_pb(rule_id, rule)
 
     def ListTagRules(self, request: pb.ListTagRulesRequest, context: grpc.ServicerContext) -> pb.ListTagRulesResponse:

@@ -171,3 +171,13 @@ class TagRuleRow(Base):
     label: Mapped[str] = mapped_column(String(40))
     min_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     create_time: Mapped[datetime] = mapped_column(TS)
+
+
+class ErasedViewRow(Base):
+    """A tombstone: a view of an erased contact (its id's sha256 only), so a consumer that still holds one of its
+    entries cannot bring it back after the erasure. Dropped with the retention purge after a day."""
+
+    __tablename__ = "tracking_erased_views"
+
+    view_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(TS, index=True)

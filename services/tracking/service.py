@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.protos.contentops.content.v1 import events_pb2
@@ -24,12 +25,13 @@ from services.shared.identity.domain import Principal, Role
 from services.shared.ids import new_id
 from services.shared.sharetoken import ShareToken, ShareTokens
 
-from .aggregate import Aggregator, PostInfo
+from .aggregate import Aggregator, PostInfo, lock_against_erasure, view_hash
 from .domain import analytics, interest, leads, reading
 from .domain.humanize import describe_read
 from .domain.interest import DecayedScore, TagRule
 from .models import (
     ContactRow,
+    ErasedViewRow,
     EventRow,
     InterestRow,
     PostInfoRow,
@@ -45,6 +47,7 @@ from .streams import EventLog
 log = logging.getLogger(__name__)
 
 MAX_CONTACT_NAME = 60
+TOMBSTONE_DAYS = timedelta(days=1)
 TIMELINE = 50
 
 
@@ -155,6 +158,7 @@ class TrackingService:
             raise InvalidArgument("share_token", f"this link is not reps/{rep_id}'s")
         if share.contact_id:
             raise InvalidArgument("share_token", "already a per-contact link: use the rep's own link")
+        self._remember_rep(rep_id, share.team_id)
         with self.db.write() as s:
             if contact_id:
                 row = self._contact_row(s, who, rep_id, contact_id)
@@ -171,6 +175,16 @@ class TrackingService:
             contact = _contact(row)
         token, _ = self.tokens.child(share, contact_id=contact.id)
         return contact, token
+
+    def _remember_rep(self, rep_id: str, team_id: str) -> None:
+        """Note the rep's team (from their own share token) if no view has yet: their sales manager must see the
+        contacts they link before any of them opens the link."""
+        try:
+            with self.db.write() as s:
+                if s.get(RepInfoRow, rep_id) is None:
+                    s.add(RepInfoRow(rep_id=rep_id, team_id=team_id))
+        except IntegrityError:
+            pass  # the aggregator recorded the rep at the same moment
 
     @staticmethod
     def _name(display_name: str) -> str:
@@ -333,26 +347,47 @@ class TrackingService:
             view_ids = set(s.scalars(select(ViewRow.id).where(ViewRow.contact_id == contact_id)))
             visitors = set(s.scalars(select(VisitorContactRow.visitor_id).where(VisitorContactRow.contact_id == contact_id)))
 
+        survivors: list[pb.IngestEvent] = []  # others' events that shared a stream entry with this contact's
+
+        def mine(e: pb.IngestEvent) -> bool:
+            kind = e.WhichOneof("kind")
+            if kind == "started" and (e.started.view in view_ids or e.started.contact == contact_id
+                                      or (e.started.visitor_id in visitors and e.started.rep == rep_id)):
+                # Maybe a view not applied yet: its heartbeats and end follow in the same partition, so they match too.
+                view_ids.add(e.started.view)
+                return True
+            return (kind == "heartbeat" and e.heartbeat.view in view_ids) or (kind == "ended" and e.ended.view in view_ids)
+
         def matches(payload: bytes) -> bool:
             try:
                 batch = pb.IngestBatch.FromString(payload)
             except Exception:  # noqa: BLE001 - an unparseable entry is not this contact's
                 return False
-            for e in batch.events:
+            verdicts = [mine(e) for e in batch.events]
+            if not any(verdicts):
+                return False
+            survivors.extend(e for e, is_mine in zip(batch.events, verdicts, strict=True) if not is_mine)
+            return True
+
+        def erase_from_log() -> int:
+            """Delete the contact's entries; an entry the edge batched with other viewers' heartbeats goes too, so
+            those are appended again (receive times kept; applying is idempotent, so one already applied is a no-op)."""
+            deleted = self.log.delete_where(matches)
+            by_partition: dict[int, list[pb.IngestEvent]] = {}
+            for e in survivors:
                 kind = e.WhichOneof("kind")
-                if kind == "started" and (e.started.view in view_ids or e.started.contact == contact_id
-                                          or (e.started.visitor_id in visitors and e.started.rep == rep_id)):
-                    return True
-                if kind == "heartbeat" and e.heartbeat.view in view_ids:
-                    return True
-                if kind == "ended" and e.ended.view in view_ids:
-                    return True
-            return False
+                view = e.heartbeat.view if kind == "heartbeat" else e.ended.view if kind == "ended" else e.started.view
+                by_partition.setdefault(self.log.partition_for(view), []).append(e)
+            for partition, events in sorted(by_partition.items()):
+                self.log.append([pb.IngestBatch(events=events).SerializeToString()], partition=partition)
+            survivors.clear()
+            return deleted
 
         # Log first, so a consumer cannot apply one of them after the rows are gone; again after, for any
         # entry that raced in between.
-        stream_entries = self.log.delete_where(matches)
+        stream_entries = erase_from_log()
         with self.db.write() as s:
+            lock_against_erasure(s, exclusive=True)  # waits for batches being applied; later ones see the tombstones
             view_ids |= set(s.scalars(select(ViewRow.id).where(ViewRow.contact_id == contact_id)))
             events = 0
             if view_ids:
@@ -362,7 +397,12 @@ class TrackingService:
             s.execute(delete(InterestRow).where(InterestRow.contact_id == contact_id))
             s.execute(delete(VisitorContactRow).where(VisitorContactRow.contact_id == contact_id))
             s.execute(delete(ContactRow).where(ContactRow.id == contact_id))
-        stream_entries += self.log.delete_where(matches)
+            erased_at = self.clock()
+            known = set(s.scalars(select(ErasedViewRow.view_hash).where(
+                ErasedViewRow.view_hash.in_([view_hash(v) for v in view_ids])))) if view_ids else set()
+            s.add_all(ErasedViewRow(view_hash=h, erased_at=erased_at)
+                      for h in {view_hash(v) for v in view_ids} - known)
+        stream_entries += erase_from_log()
         log.info("erased reps/%s/contacts/%s: %d views, %d events, %d stream entries", rep_id, contact_id,
                  len(view_ids), events, stream_entries)
         return len(view_ids), events, stream_entries
@@ -371,4 +411,6 @@ class TrackingService:
         """Drop raw heartbeats past the retention period; views, visits, scores and tags stay."""
         cutoff = self.clock() - older_than
         with self.db.write() as s:
+            # Tombstones only need to outlive the entries a consumer could still hold: a day is plenty.
+            s.execute(delete(ErasedViewRow).where(ErasedViewRow.erased_at < self.clock() - TOMBSTONE_DAYS))
             return int(s.execute(delete(EventRow).where(EventRow.received_at < cutoff)).rowcount)  # type: ignore[attr-defined]
