@@ -18,7 +18,7 @@ import grpc
 from services.shared.blobstore import blob_store_from_settings
 from services.shared.settings import load_settings
 
-from . import campaign, image_variant, reads, rep_copy, text_variation, uploads
+from . import campaign, image_variant, reads, rep_copy, text_variation, tracking, uploads
 from .common import (
     Backend,
     Row,
@@ -146,6 +146,12 @@ def render(plan: Plan, quick: bool, rows: list[Row], details: list[Detail], back
         "the speed-up two processes reach on this machine for the same image renders with nothing around them. "
         "The GetRepCopy targets are issue 3's.",
         "",
+        "Tracking service (bench/tracking.py): `python -m services.tracking` and `python -m services.tracking.consumer` "
+        "in their own processes on PostgreSQL and Redis Streams (db 10); ingest with no consumer running, checked "
+        "against the heartbeats found in the stream afterwards; event → tag lag from a heartbeat's ack to the tag in a "
+        "polled GetContactProfile; reads on a seeded history, taking turns with the health Check. Targets are the "
+        "tracking issue's.",
+        "",
         render_table(rows),
         "## Per setting",
         "",
@@ -185,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     for module in (image_variant, text_variation):  # in-process, before any server starts: a quiet machine
         for d in module.run(args.quick):
             rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
-    print("distribution service: GetRepCopy over gRPC, campaign fan-out on Celery workers ...", flush=True)
-    for module in (rep_copy, campaign):  # each starts and stops its own server / workers and stores
+    print("distribution and tracking services: GetRepCopy, campaign fan-out on Celery workers, tracking ...", flush=True)
+    for module in (rep_copy, campaign, tracking):  # each starts and stops its own server / workers and stores
         for d in module.run(args.quick):
             rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
     with tempfile.TemporaryDirectory(prefix="contentops-bench-") as tmp, sink_server() as sink:

@@ -464,3 +464,26 @@ def test_heartbeats_acknowledged_before_a_redis_crash_are_all_applied_after_its_
             assert consumer.event_log.stats().dead_letters == 0
         finally:
             consumer.close()
+
+
+def test_heartbeats_that_overtake_their_views_start_are_put_back_not_lost(track: Track) -> None:
+    """With several consumers in a group, one may apply a view's heartbeats while another still holds its start."""
+    c = customers(track)
+    pause_consumer(track.app)
+    try:
+        started = track.stub.StartView(pb.StartViewRequest(share_token=c.a_link, user_agent="Mozilla/5.0 (iPhone) "
+                                                           "MicroMessenger/8.0"), metadata=track.edge)
+        held_start = track.app.event_log.read("slow-consumer", count=10)  # another consumer holds the start
+        assert len(held_start) == 1
+        track.clock.advance(10)
+        track.stub.RecordEngagement(iter([pb.RecordEngagementRequest(heartbeats=[pb.Heartbeat(
+            view=started.view, seq=1, engaged_ms_delta=10_000, max_scroll_percent=50)])]), metadata=track.edge)
+        beats = track.app.event_log.read("fast-consumer", count=10)
+        assert track.app.handle_batch(beats) == []  # nothing dead-lettered: the heartbeat was put back
+        track.app.event_log.ack(beats)
+        assert track.app.handle_batch(held_start) == []  # the start commits later
+        track.app.event_log.ack(held_start)
+    finally:
+        resume_consumer(track.app)
+    track.settle()
+    assert engaged(track.app)[view_id(started.view)] == 10_000

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 TAG_LOOKBACK = timedelta(days=90)  # visits older than this no longer make tags (rules' windows are shorter)
 TAG_VISITS = 500  # at most this many recent visits per contact are evaluated
 RULES_CACHE_SECONDS = 5.0
+MAX_DEFERRALS = 50  # an orphan heartbeat goes round the log this often before it is dead-lettered
 # PostgreSQL advisory lock: applying takes it shared, erasure exclusive, so an erasure never interleaves with a batch.
 ERASURE_LOCK = 0x7472_6B65_7261_7365  # "trkerase"
 
@@ -120,10 +121,13 @@ class Aggregator:
 
     # ---- entry point for run_consumer --------------------------------------------------------
 
-    def handle_batch(self, entries: Sequence[Entry]) -> tuple[list[tuple[Entry, str]], list[Activity]]:
-        """Apply ``entries``; returns the unparseable ones with their reasons, and the live activity."""
+    def handle_batch(self, entries: Sequence[Entry]) -> tuple[list[tuple[Entry, str]], list[Activity], list[pb.IngestEvent]]:
+        """Apply ``entries``. Returns the ones to dead-letter with their reasons, the live activity, and the
+        events to put back in the log for later: heartbeats and ends whose view's start is not applied yet
+        (with several consumers in a group, another one may hold it uncommitted)."""
         bad: list[tuple[Entry, str]] = []
         events: list[pb.IngestEvent] = []
+        source: list[Entry] = []
         for entry in entries:
             try:
                 batch = pb.IngestBatch.FromString(entry.payload)
@@ -134,9 +138,28 @@ class Aggregator:
                 bad.append((entry, f"unparseable ingest batch: {err}"))
                 continue
             events.extend(batch.events)
-        return bad, self.apply(events) if events else []
+            source.extend([entry] * len(batch.events))
+        if not events:
+            return bad, [], []
+        orphans: list[int] = []
+        activities = self.apply(events, orphans)
+        retry: list[pb.IngestEvent] = []
+        given_up: dict[str, Entry] = {}
+        for i in orphans:
+            if events[i].deferrals >= MAX_DEFERRALS:
+                given_up.setdefault(source[i].id, source[i])
+            else:
+                again = pb.IngestEvent()
+                again.CopyFrom(events[i])
+                again.deferrals += 1
+                retry.append(again)
+        bad += [(e, f"heartbeats for a view whose start never arrived (put back {MAX_DEFERRALS} times); the "
+                    "entry's other events were applied") for e in given_up.values()]
+        return bad, activities, retry
 
-    def apply(self, events: Sequence[pb.IngestEvent]) -> list[Activity]:
+    def apply(self, events: Sequence[pb.IngestEvent], orphans: list[int] | None = None) -> list[Activity]:
+        """Apply ``events`` in one transaction; indexes of heartbeats and ends whose view has no row (and was
+        not erased) are appended to ``orphans``."""
         with self.db.write() as s:
             lock_against_erasure(s, exclusive=False)
             b = _Batch(s, self.clock())
@@ -152,6 +175,13 @@ class Aggregator:
             ends = [(e.ended.view, e.received_ms) for e in events if e.WhichOneof("kind") == "ended"]
             ids = sorted(set(beats) | {v for v, _ in ends})
             views = {v.id: v for v in s.scalars(select(ViewRow).where(ViewRow.id.in_(ids)).with_for_update())} if ids else {}
+            missing = [v for v in ids if v not in views]
+            if missing and orphans is not None:
+                erased = set(s.scalars(select(ErasedViewRow.view_hash).where(
+                    ErasedViewRow.view_hash.in_([view_hash(v) for v in missing]))))
+                waiting = {v for v in missing if view_hash(v) not in erased}  # erased views' events are dropped
+                orphans += [i for i, e in enumerate(events) if (e.WhichOneof("kind") == "heartbeat" and e.heartbeat.view in waiting)
+                            or (e.WhichOneof("kind") == "ended" and e.ended.view in waiting)]
             for view_id, hbs in beats.items():
                 if (row := views.get(view_id)) is not None:
                     self._heartbeats(b, row, hbs)

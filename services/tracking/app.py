@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
 from services.shared.apiutil import PageTokens
 from services.shared.db import Database
 from services.shared.identity.store import IdentityStore
@@ -72,7 +73,14 @@ class TrackingApp:
         return app
 
     def handle_batch(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
-        bad, activities = self.aggregator.handle_batch(entries)
+        bad, activities, retry = self.aggregator.handle_batch(entries)
+        if retry:  # appended before the batch is acked: put back, not lost
+            by_partition: dict[int, list[pb.IngestEvent]] = {}
+            for event in retry:
+                view = event.heartbeat.view if event.WhichOneof("kind") == "heartbeat" else event.ended.view
+                by_partition.setdefault(self.event_log.partition_for(view), []).append(event)
+            for partition, events in by_partition.items():
+                self.event_log.append([pb.IngestBatch(events=events).SerializeToString()], partition=partition)
         self.hub.publish(activities)
         return bad
 

@@ -390,16 +390,18 @@ class IngestBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[IngestEvent, _Mapping]]] = ...) -> None: ...
 
 class IngestEvent(_message.Message):
-    __slots__ = ("started", "heartbeat", "ended", "received_ms")
+    __slots__ = ("started", "heartbeat", "ended", "received_ms", "deferrals")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ENDED_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_MS_FIELD_NUMBER: _ClassVar[int]
+    DEFERRALS_FIELD_NUMBER: _ClassVar[int]
     started: ViewStarted
     heartbeat: Heartbeat
     ended: EndViewRequest
     received_ms: int
-    def __init__(self, started: _Optional[_Union[ViewStarted, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., ended: _Optional[_Union[EndViewRequest, _Mapping]] = ..., received_ms: _Optional[int] = ...) -> None: ...
+    deferrals: int
+    def __init__(self, started: _Optional[_Union[ViewStarted, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., ended: _Optional[_Union[EndViewRequest, _Mapping]] = ..., received_ms: _Optional[int] = ..., deferrals: _Optional[int] = ...) -> None: ...
 
 class ViewStarted(_message.Message):
     __slots__ = ("view", "visitor_id", "share_id", "parent_share_id", "post", "revision", "rep", "team", "copy_id", "contact", "bot", "bot_reason", "ip_hash", "referrer_host", "user_agent_family")
