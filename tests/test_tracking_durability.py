@@ -312,11 +312,11 @@ def test_a_database_outage_keeps_entries_pending_and_applies_them_all_once_it_is
     real_apply = track.app.aggregator.apply
     back, failures = threading.Event(), []
 
-    def apply(events):  # type: ignore[no-untyped-def]
+    def apply(events, orphans=None):  # type: ignore[no-untyped-def]
         if not back.is_set():
             failures.append(len(events))
             raise Unavailable("database unavailable (the test's outage)")
-        return real_apply(events)
+        return real_apply(events, orphans)
 
     monkeypatch.setattr(track.app.aggregator, "apply", apply)
     view = track.read(c.a_link, 30)  # acknowledged while the database is down
