@@ -33,7 +33,7 @@ import os
 import struct
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -346,19 +346,26 @@ def image_bytes() -> st.SearchStrategy[bytes]:
     )
 
 
-def scalar_strategy(f: FieldDescriptor, seeded: Seed) -> st.SearchStrategy[Any]:
-    """Values for one scalar field, picked by its type and, for strings, by its name."""
+def numbers(f: FieldDescriptor, edges: tuple[int, ...] = (0, -1, 1, 500, 501)) -> st.SearchStrategy[Any] | None:
+    """Values for a bool, integer, enum or floating-point field (None for strings and bytes): small
+    numbers, the type's limits and ``edges`` (the service's own limits, each side of them), and anything."""
     if f.type == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if f.type in INT_RANGES:
         lo, hi = INT_RANGES[f.type]
         small = st.integers(max(lo, -5), min(hi, 600))
-        edges = st.sampled_from([v for v in (lo, hi, 0, -1, 1, 500, 501) if lo <= v <= hi])
         if f.type == FieldDescriptor.TYPE_ENUM:
             small = st.one_of(st.sampled_from([v.number for v in f.enum_type.values]), small)
-        return st.one_of(small, edges, st.integers(lo, hi))
+        return st.one_of(small, st.sampled_from([v for v in (lo, hi, *edges) if lo <= v <= hi]), st.integers(lo, hi))
     if f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
         return st.floats(width=32 if f.type == FieldDescriptor.TYPE_FLOAT else 64)
+    return None
+
+
+def scalar_strategy(f: FieldDescriptor, seeded: Seed) -> st.SearchStrategy[Any]:
+    """Values for one scalar field, picked by its type and, for strings, by its name."""
+    if (number := numbers(f)) is not None:
+        return number
     if f.type == FieldDescriptor.TYPE_BYTES:
         return image_bytes()
     return weighted(plausible_text(f.name, seeded), hostile_strings(f.name, seeded))
@@ -402,13 +409,28 @@ def hostile_strings(name: str, seeded: Seed) -> st.SearchStrategy[str]:
     return hostile_text
 
 
-def message_strategy(desc: Descriptor, seeded: Seed, depth: int = 0, sparse: bool = False) -> st.SearchStrategy[Any]:
-    """Random, well-typed instances of ``desc`` with hostile values in every field."""
-    if desc.full_name == "google.protobuf.Timestamp":
-        return timestamps()
-    if desc.full_name == "google.protobuf.FieldMask":
-        paths = st.lists(weighted(st.sampled_from(MASK_PATHS), hostile_text), max_size=6)
-        return st.builds(lambda p: message_class(desc)(paths=p), paths)
+def well_known(mask_paths: list[str]) -> Callable[[Descriptor], st.SearchStrategy[Any] | None]:
+    """Strategies for the well-known types requests embed: any Timestamp, masks of ``mask_paths`` or hostile paths."""
+
+    def special(desc: Descriptor) -> st.SearchStrategy[Any] | None:
+        if desc.full_name == "google.protobuf.Timestamp":
+            return timestamps()
+        if desc.full_name == "google.protobuf.FieldMask":
+            paths = st.lists(weighted(st.sampled_from(mask_paths), hostile_text), max_size=6)
+            return st.builds(lambda p: message_class(desc)(paths=p), paths)
+        return None
+
+    return special
+
+
+def proto_messages(desc: Descriptor, scalar: Callable[[FieldDescriptor], st.SearchStrategy[Any]], *,
+                   special: Callable[[Descriptor], st.SearchStrategy[Any] | None] = lambda _: None,
+                   sparse: bool = False, dense: tuple[bool, ...] = (True, False), max_depth: int = 3,
+                   repeated_sizes: tuple[int, ...] = (3,), depth: int = 0) -> st.SearchStrategy[Any]:
+    """Random, well-typed instances of ``desc``: each field set with odds ``dense`` (``sparse``: rarely, for
+    changes merged onto a valid request), scalars from ``scalar``, messages nested to ``max_depth``."""
+    if (known := special(desc)) is not None:
+        return known
     cls = message_class(desc)
 
     @st.composite
@@ -417,24 +439,31 @@ def message_strategy(desc: Descriptor, seeded: Seed, depth: int = 0, sparse: boo
         for f in desc.fields:
             if f.message_type is not None and f.message_type.GetOptions().map_entry:
                 continue
-            if not draw(st.sampled_from([True, False, False, False] if sparse else [True, False])):
+            if not draw(st.sampled_from((True, False, False, False) if sparse else dense)):
                 continue  # leave the field unset
             if f.message_type is not None:
-                if depth >= 4:
+                if depth >= max_depth:
                     continue
-                sub = message_strategy(f.message_type, seeded, depth + 1, sparse)
+                sub = proto_messages(f.message_type, scalar, special=special, sparse=sparse, dense=dense,
+                                     max_depth=max_depth, repeated_sizes=repeated_sizes, depth=depth + 1)
                 if f.is_repeated:
                     for value in draw(st.lists(sub, max_size=3)):
                         getattr(msg, f.name).add().CopyFrom(value)
                 else:
                     getattr(msg, f.name).CopyFrom(draw(sub))
             elif f.is_repeated:
-                getattr(msg, f.name).extend(draw(st.lists(scalar_strategy(f, seeded), max_size=12)))
+                getattr(msg, f.name).extend(draw(st.lists(scalar(f), max_size=draw(st.sampled_from(repeated_sizes)))))
             else:
-                setattr(msg, f.name, draw(scalar_strategy(f, seeded)))
+                setattr(msg, f.name, draw(scalar(f)))
         return msg
 
     return build()
+
+
+def message_strategy(desc: Descriptor, seeded: Seed, sparse: bool = False) -> st.SearchStrategy[Any]:
+    """Random, well-typed instances of ``desc`` with hostile values in every field."""
+    return proto_messages(desc, lambda f: scalar_strategy(f, seeded), special=well_known(MASK_PATHS), sparse=sparse,
+                          max_depth=4, repeated_sizes=(12,))
 
 
 def upload_streams(seeded: Seed) -> st.SearchStrategy[list[bytes]]:

@@ -69,7 +69,6 @@ from services.shared.settings import Settings, load_settings
 from . import infra
 from .helpers import jpeg, upload_messages
 from .test_api_fuzz import (
-    INT_RANGES,
     REVISION_NUMBERS,
     Metadata,
     Seed,
@@ -79,13 +78,15 @@ from .test_api_fuzz import (
     invoke,
     message_class,
     mutated,
+    numbers,
     page_tokens,
     path_of,
+    proto_messages,
     raw_message,
     resource_names,
-    timestamps,
     use_non_utc_database_timezone,
     weighted,
+    well_known,
 )
 from .test_distribution_api import Dist, NoFanout
 
@@ -337,51 +338,17 @@ def hostile(f: FieldDescriptor, w: World) -> st.SearchStrategy[str]:
 
 
 def scalar(f: FieldDescriptor, w: World) -> st.SearchStrategy[Any]:
-    if f.type == FieldDescriptor.TYPE_BOOL:
-        return st.booleans()
-    if f.type in INT_RANGES:
-        lo, hi = INT_RANGES[f.type]
-        edges = st.sampled_from([v for v in (lo, hi, 0, -1, 1, 500, 501, 1000, 1001) if lo <= v <= hi])
-        return st.one_of(st.integers(max(lo, -5), min(hi, 600)), edges, st.integers(lo, hi))
-    if f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
-        return st.floats(width=32 if f.type == FieldDescriptor.TYPE_FLOAT else 64)
+    if (number := numbers(f, (0, -1, 1, 500, 501, 1000, 1001))) is not None:
+        return number
     if f.type == FieldDescriptor.TYPE_BYTES:
         return st.binary(max_size=64)
     return weighted(plausible(f, w), hostile(f, w))
 
 
-def messages(desc: Descriptor, w: World, depth: int = 0, sparse: bool = False) -> st.SearchStrategy[Any]:
+def messages(desc: Descriptor, w: World, sparse: bool = False) -> st.SearchStrategy[Any]:
     """Random, well-typed instances of ``desc`` with hostile values in every field."""
-    if desc.full_name == "google.protobuf.Timestamp":
-        return timestamps()
-    if desc.full_name == "google.protobuf.FieldMask":
-        paths = st.lists(weighted(st.sampled_from(REP_MASK_PATHS), hostile_text), max_size=6)
-        return st.builds(lambda p: message_class(desc)(paths=p), paths)
-    cls = message_class(desc)
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Any:
-        msg = cls()
-        for f in desc.fields:
-            if not draw(st.sampled_from([True, False, False, False] if sparse else [True, True, False])):
-                continue
-            if f.message_type is not None:
-                if depth >= 3:
-                    continue
-                sub = messages(f.message_type, w, depth + 1, sparse)
-                if f.is_repeated:
-                    for value in draw(st.lists(sub, max_size=3)):
-                        getattr(msg, f.name).add().CopyFrom(value)
-                else:
-                    getattr(msg, f.name).CopyFrom(draw(sub))
-            elif f.is_repeated:
-                size = draw(st.sampled_from([3, 3, 3, 25]))  # sometimes past PreviewCopies' 20
-                getattr(msg, f.name).extend(draw(st.lists(scalar(f, w), max_size=size)))
-            else:
-                setattr(msg, f.name, draw(scalar(f, w)))
-        return msg
-
-    return build()
+    return proto_messages(desc, lambda f: scalar(f, w), special=well_known(REP_MASK_PATHS), sparse=sparse,
+                          dense=(True, True, False), repeated_sizes=(3, 3, 3, 25))  # 25: past PreviewCopies' 20
 
 
 def tokens(w: World) -> st.SearchStrategy[str]:

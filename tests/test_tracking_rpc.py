@@ -42,14 +42,15 @@ from services.tracking.activity import CHANNEL, MemoryHub, RedisHub
 from services.tracking.domain.engagement import MAX_DELTA_MS
 
 from .test_api_fuzz import (
-    INT_RANGES,
     Seed,
     assert_clean,
     hostile_text,
     ids,
     message_class,
     mutated,
+    numbers,
     page_tokens,
+    proto_messages,
     raw_message,
     use_non_utc_database_timezone,
     weighted,
@@ -653,45 +654,16 @@ def hostile(f: FieldDescriptor, w: FuzzWorld) -> st.SearchStrategy[str]:
 
 
 def scalar(f: FieldDescriptor, w: FuzzWorld) -> st.SearchStrategy[Any]:
-    if f.type == FieldDescriptor.TYPE_BOOL:
-        return st.booleans()
-    if f.type in INT_RANGES:
-        lo, hi = INT_RANGES[f.type]
-        edges = st.sampled_from([v for v in (lo, hi, 0, -1, 1, 100, 101, 1000, 1001, 1024, 15_000, 15_001) if lo <= v <= hi])
-        return st.one_of(st.integers(max(lo, -5), min(hi, 600)), edges, st.integers(lo, hi))
-    if f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
-        return st.floats(width=32 if f.type == FieldDescriptor.TYPE_FLOAT else 64)
+    if (number := numbers(f, (0, -1, 1, 100, 101, 1000, 1001, 1024, 15_000, 15_001))) is not None:
+        return number
     if f.type == FieldDescriptor.TYPE_BYTES:
         return st.binary(max_size=64)
     return weighted(plausible(f, w), hostile(f, w))
 
 
-def messages(desc: Descriptor, w: FuzzWorld, depth: int = 0, sparse: bool = False) -> st.SearchStrategy[Any]:
+def messages(desc: Descriptor, w: FuzzWorld, sparse: bool = False) -> st.SearchStrategy[Any]:
     """Random, well-typed instances of ``desc`` with hostile values in every field."""
-    cls = message_class(desc)
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Any:
-        msg = cls()
-        for f in desc.fields:
-            if not draw(st.sampled_from([True, False, False, False] if sparse else [True, True, False])):
-                continue
-            if f.message_type is not None:
-                if depth >= 3:
-                    continue
-                sub = messages(f.message_type, w, depth + 1, sparse)
-                if f.is_repeated:
-                    for value in draw(st.lists(sub, max_size=3)):
-                        getattr(msg, f.name).add().CopyFrom(value)
-                else:
-                    getattr(msg, f.name).CopyFrom(draw(sub))
-            elif f.is_repeated:
-                getattr(msg, f.name).extend(draw(st.lists(scalar(f, w), max_size=3)))
-            else:
-                setattr(msg, f.name, draw(scalar(f, w)))
-        return msg
-
-    return build()
+    return proto_messages(desc, lambda f: scalar(f, w), sparse=sparse, dense=(True, True, False))
 
 
 # Mostly callers who get past the door for some RPC; every kind of caller sometimes.
