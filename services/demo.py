@@ -46,6 +46,7 @@ from services.shared.logs import configure_logging
 from services.shared.settings import load_settings
 from services.tracking.__main__ import build_server as build_tracking_server
 from services.tracking.app import TrackingApp
+from services.tracking.ingest import SimulatedClock
 
 DATA = Path(__file__).parent / "demo_data"
 OUT = Path("var/demo")
@@ -230,22 +231,6 @@ def main() -> int:
         app.close()
 
 
-class SimulatedClock:
-    """The tracking ingest's receive clock: the demo's customers read last evening and this morning."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def track_customers(settings, events, app, post: str, reps, editor_md, dist_stub) -> None:  # type: ignore[no-untyped-def]
     """Customers open the reps' links and read; the reps see leads, tags with evidence and live activity."""
     from zoneinfo import ZoneInfo
@@ -255,7 +240,7 @@ def track_customers(settings, events, app, post: str, reps, editor_md, dist_stub
     today = datetime.now(tz).replace(second=0, microsecond=0)
     yesterday_evening = (today - timedelta(days=1)).replace(hour=21, minute=14)
     this_morning = min(today - timedelta(minutes=30), today.replace(hour=8, minute=40))
-    clock = SimulatedClock(yesterday_evening)
+    clock = SimulatedClock(yesterday_evening.timestamp())
     tracking.ingest.clock = clock
     server = build_tracking_server(tracking, "127.0.0.1:0")
     server.start()
@@ -263,8 +248,7 @@ def track_customers(settings, events, app, post: str, reps, editor_md, dist_stub
     stub = tpb_grpc.TrackingServiceStub(channel)
     try:
         # Titles and topics of the published revisions reach tracking from the content service's events.
-        for row_topic, handler in tracking.service.event_handlers().items():
-            events.subscribe(row_topic, handler)
+        events.subscribe_all(tracking.service.event_handlers())
         from sqlalchemy import select
 
         from services.content.models import OutboxRow
@@ -324,7 +308,7 @@ def track_customers(settings, events, app, post: str, reps, editor_md, dist_stub
         read(tokens[wang.name], 5 * 60, ua="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
         read(xiaoming.share_token, 5 * 60)  # 小明爸爸 reads five minutes
         read(tokens[zhang.name], 5)  # a five-second bounce on 张可欣's link
-        clock.set(this_morning)
+        clock.now = this_morning.timestamp()
         read(youyou.share_token, 4 * 60, visitor=first.visitor_id)  # 优优妈妈 comes back this morning
         tracking.wait_applied(30)
         watcher.join(5)

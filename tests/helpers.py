@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from PIL import Image
 
@@ -40,3 +41,13 @@ def post_content(title: str = "开放日", images: list[str] | None = None, topi
 
 def new_request_id() -> str:
     return str(uuid.uuid4())
+
+
+def wait_for(condition: Callable[[], bool], what: str, wait_s: float = 60.0) -> None:
+    """Poll until ``condition()``; an AssertionError naming ``what`` after ``wait_s`` (a bound for a loaded machine,
+    never a speed assertion)."""
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {wait_s} s: {what}")
+        time.sleep(0.02)

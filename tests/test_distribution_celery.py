@@ -24,6 +24,7 @@ from services.shared.identity.domain import Role
 from services.shared.settings import load_settings
 
 from . import infra
+from .helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -95,14 +96,6 @@ def states(app: DistributionApp) -> dict[str, str]:
         return {c.rep_id: c.state for c in s.scalars(select(CopyRow))}
 
 
-def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_a_worker_killed_mid_campaign_leaves_every_rep_exactly_one_copy(env: dict[str, str], tmp_path: Path) -> None:
     settings = load_settings(env)
     content = ContentApp.build(settings)
@@ -120,7 +113,7 @@ def test_a_worker_killed_mid_campaign_leaves_every_rep_exactly_one_copy(env: dic
         with worker(env, log) as first:
             # Published once the worker answers pings, so it cannot finish the campaign while starting up.
             content.service.publish_post(editor, post.id, None, "")
-            wait_for(lambda: sum(s == "ready" for s in states(dist).values()) >= 4, "the first copies")
+            wait_for(lambda: sum(s == "ready" for s in states(dist).values()) >= 4, "the first copies", WAIT)
             os.killpg(first.pid, signal.SIGKILL)  # the whole worker, mid-campaign, no warm shutdown
             first.wait()
         before = states(dist)
@@ -135,7 +128,7 @@ def test_a_worker_killed_mid_campaign_leaves_every_rep_exactly_one_copy(env: dic
                     timeout=WAIT)
             finally:
                 client.close()
-            wait_for(lambda: set(states(dist).values()) == {"ready"}, "every copy to be ready")
+            wait_for(lambda: set(states(dist).values()) == {"ready"}, "every copy to be ready", WAIT)
 
         with dist.db.read() as s:
             rows = list(s.scalars(select(CopyRow)))

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +46,7 @@ from services.tracking.models import Base, EventRow, ViewRow
 from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
 
 from . import infra
+from .helpers import wait_for
 from .test_tracking_streams import own_redis
 from .tracking_harness import Metadata, Track, build_track, log_payloads, pause_consumer, resume_consumer
 
@@ -115,13 +116,6 @@ def profile_facts(track: Track, name: str, md: Metadata) -> tuple[list[tuple[str
     p = track.stub.GetContactProfile(pb.GetContactProfileRequest(name=name), metadata=md)
     return ([(t.label, [(e.post_title, e.engaged_seconds, e.read_time.seconds) for e in t.evidence]) for t in p.tags],
             [(e.post_title, e.engaged_seconds, e.read_time.seconds) for e in p.timeline])
-
-
-def wait_for(condition: Callable[[], bool], what: str, wait_s: float = WAIT) -> None:
-    deadline = time.monotonic() + wait_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @dataclass

@@ -21,7 +21,6 @@ import os
 import queue
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from services.tracking import api
 from services.tracking.activity import CHANNEL, MemoryHub, RedisHub
 from services.tracking.domain.engagement import MAX_DELTA_MS
 
+from .helpers import wait_for
 from .test_api_fuzz import (
     Seed,
     assert_clean,
@@ -169,14 +169,6 @@ def listeners(t: Track, rep_id: str) -> int:
     raise AssertionError(f"unknown hub {hub!r}")
 
 
-def wait_until(condition: Callable[[], bool], what: str, wait_s: float = 10.0) -> None:
-    deadline = time.monotonic() + wait_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {wait_s} s: {what}")
-        time.sleep(0.01)
-
-
 class Watcher:
     """A WatchActivity stream read on a thread, so a test can wait on it with a timeout."""
 
@@ -200,7 +192,7 @@ class Watcher:
 
     def listening(self, count: int = 1) -> bool:
         """True once the server listens for the rep on this stream's behalf; False when it ended (refused) first."""
-        wait_until(lambda: self.ended.is_set() or listeners(self.t, self.rep_id) >= count, "the stream listens or ends")
+        wait_for(lambda: self.ended.is_set() or listeners(self.t, self.rep_id) >= count, "the stream listens or ends")
         return not self.ended.is_set()
 
     def next(self, timeout: float = 5.0) -> pb.WatchActivityResponse:
@@ -272,7 +264,7 @@ def test_every_role_gets_exactly_the_rpcs_it_may_call_and_refusals_change_nothin
     rules_made: dict[str, str] = {}  # caller -> the rule they tried to delete
 
     def watch(m: Metadata) -> None:
-        wait_until(lambda: listeners(t, s.rep.name.split("/")[1]) == 0, "earlier streams closed")
+        wait_for(lambda: listeners(t, s.rep.name.split("/")[1]) == 0, "earlier streams closed")
         w = Watcher(t, s.rep.name, m)
         try:
             if not w.listening():

@@ -25,6 +25,7 @@ from services.protos.contentops.tracking.v1 import tracking_pb2_grpc as pb_grpc
 from services.shared.identity.domain import Role
 from services.tracking.__main__ import build_server
 from services.tracking.app import TrackingApp
+from services.tracking.ingest import SimulatedClock
 from services.tracking.streams import RedisEventLog
 
 from . import infra
@@ -32,19 +33,6 @@ from .helpers import upload_messages
 
 DEMO = Path(__file__).resolve().parent.parent / "services" / "demo_data"
 Metadata = tuple[tuple[str, str], ...]
-
-
-class Clock:
-    """The ingest's receive clock, moved by the simulated reader (starts now)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -57,7 +45,7 @@ class Track:
     edge: Metadata  # the web edge's service token
     admin: Metadata
     editor: Metadata
-    clock: Clock
+    clock: SimulatedClock  # the ingest's receive clock, starting now
     channel: grpc.Channel | None = None  # the tracking server's channel, for raw calls to any method (fuzzing)
 
     def rep(self, name: str, team: str = "") -> tuple[dpb.Rep, Metadata]:
@@ -120,7 +108,7 @@ def build_track(harness, redis_prefix: str | None = None) -> Iterator[Track]:  #
         event_log = RedisEventLog.from_url(infra.REDIS_URL, prefix=redis_prefix or f"test:trk:{uuid.uuid4().hex[:10]}")
     dist = DistributionApp.build(settings, blobs=harness.app.blobs, migrate=True)
     app = TrackingApp.build(settings, migrate=True, event_log=event_log, consume_in_process=True)
-    clock = Clock()
+    clock = SimulatedClock(time.time())
     app.ingest.clock = clock
     harness.events.subscribe_all(dist.service.event_handlers())
     harness.events.subscribe_all(app.service.event_handlers())

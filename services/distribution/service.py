@@ -23,6 +23,7 @@ from typing import Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from services.content.events import POST_CHANGED, POST_PUBLISHED
 from services.protos.contentops.content.v1 import events_pb2
 from services.shared.blobstore import BlobNotFound, BlobStore, original_key
 from services.shared.db import Database, as_utc
@@ -301,8 +302,6 @@ class DistributionService:
 
     def event_handlers(self) -> dict[str, Callable[[bytes], object]]:
         """The content events this service consumes, by topic (for an in-process event bus)."""
-        from services.content.events import POST_CHANGED, POST_PUBLISHED
-
         return {POST_CHANGED: self.handle_post_changed, POST_PUBLISHED: self.handle_post_published}
 
     def handle_post_published(self, payload: bytes) -> tuple[str, bool]:

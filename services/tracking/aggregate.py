@@ -31,7 +31,16 @@ from services.shared.db import Database, as_utc
 from services.shared.ids import new_id
 
 from .domain import interest, leads
-from .domain.engagement import VISIT_MERGE_WINDOW_MS, Heartbeat, ViewState, apply_heartbeats, close, new_view
+from .domain.engagement import (
+    VISIT_MERGE_WINDOW_MS,
+    Heartbeat,
+    ViewState,
+    apply_heartbeats,
+    clamp_delta,
+    clamp_scroll,
+    close,
+    new_view,
+)
 from .domain.humanize import describe_activity
 from .domain.interest import DecayedScore, TagRule, Visit
 from .domain.reading import MIN_EXPECTED_MS
@@ -95,6 +104,16 @@ class PostInfo:
 
 
 UNKNOWN_POST = PostInfo("", (), {}, MIN_EXPECTED_MS)
+
+
+def post_info(s: Session, post_id: str, revision: int, cache: dict[tuple[str, int], PostInfo]) -> PostInfo:
+    """A revision's title, topics and expected reading time (from its publish event), read once per ``cache``."""
+    key = (post_id, revision)
+    if key not in cache:
+        row = s.get(PostInfoRow, key)
+        cache[key] = UNKNOWN_POST if row is None else PostInfo(
+            row.title, tuple(row.topics), dict(zip(row.topics, row.topic_names, strict=False)), row.expected_ms)
+    return cache[key]
 
 
 def anonymous_name(visitor_id: str) -> str:
@@ -271,8 +290,8 @@ class Aggregator:
                 fresh[hb.seq] = hb
         if fresh:
             b.s.execute(insert(EventRow), [
-                {"view_id": row.id, "seq": hb.seq, "engaged_ms": max(0, min(hb.engaged_ms_delta, 15_000)),
-                 "max_scroll_percent": max(0, min(hb.max_scroll_percent, 100)), "received_at": ms(hb.received_at)}
+                {"view_id": row.id, "seq": hb.seq, "engaged_ms": clamp_delta(hb.engaged_ms_delta)[0],
+                 "max_scroll_percent": clamp_scroll(hb.max_scroll_percent), "received_at": ms(hb.received_at)}
                 for hb in fresh.values()])
         self._store_state(b, row, before, after)
 
@@ -308,12 +327,7 @@ class Aggregator:
     # ---- interest, leads, tags -------------------------------------------------------------------
 
     def _post(self, b: _Batch, post_id: str, revision: int) -> PostInfo:
-        key = (post_id, revision)
-        if key not in b.posts:
-            row = b.s.get(PostInfoRow, key)
-            b.posts[key] = UNKNOWN_POST if row is None else PostInfo(
-                row.title, tuple(row.topics), dict(zip(row.topics, row.topic_names, strict=False)), row.expected_ms)
-        return b.posts[key]
+        return post_info(b.s, post_id, revision, b.posts)
 
     def _settle(self, b: _Batch) -> None:
         s = b.s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date
+from datetime import date, datetime
 
 import grpc
 
@@ -127,7 +127,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         rep_id, contact_id = parse_contact(request.name)
         p = self.service.profile(current_principal(), rep_id, contact_id)
         tags = [pb.InterestTag(topic=f"topics/{t['topic']}", label=t["label"], score=t["score"], evidence=[
-            pb.Evidence(post=f"posts/{e['post']}", post_title=e["title"], read_time=to_timestamp(_iso(e["at"])),
+            pb.Evidence(post=f"posts/{e['post']}", post_title=e["title"], read_time=to_timestamp(datetime.fromisoformat(e["at"])),
                         engaged_seconds=e["engaged_seconds"], completeness=e["completeness"],
                         description=e.get("description", "")) for e in t["evidence"]]) for t in p.tags]
         return pb.ContactProfile(contact=contact_to_pb(p.contact), tags=tags,
@@ -209,12 +209,6 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     def DeleteTagRule(self, request: pb.DeleteTagRuleRequest, context: grpc.ServicerContext) -> pb.DeleteTagRuleResponse:
         self.service.delete_rule(parse_name(request.name, "tagRules"))
         return pb.DeleteTagRuleResponse()
-
-
-def _iso(value: str):  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
-    return datetime.fromisoformat(value)
 
 
 def tracking_spec(ingest: Ingest, service: TrackingService, hub: ActivityHub, tokens: PageTokens) -> ServiceSpec:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -92,8 +93,6 @@ class TrackingApp:
 
     def wait_applied(self, timeout: float = 10.0) -> bool:
         """Block until the log has nothing unapplied (tests and the demo)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stats = self.event_log.stats()

@@ -29,7 +29,6 @@ from services.shared.ids import new_id
 from services.shared.sharetoken import ShareToken, ShareTokens
 
 from .domain import bots, privacy
-from .domain.engagement import HEARTBEAT_INTERVAL_MS
 from .limits import RateLimiter
 from .streams import EventLog
 
@@ -60,6 +59,20 @@ class Refusals:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+
+class SimulatedClock:
+    """A receive clock someone moves by hand (``Ingest.clock``): the demo's customers and the tests' readers
+    read for minutes by the server's clock in no time."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now  # unix seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass(frozen=True)
@@ -184,5 +197,3 @@ class Ingest:
         event = pb.IngestEvent(ended=pb.EndViewRequest(view=view_id, last_seq=last_seq), received_ms=received)
         self.log.append([pb.IngestBatch(events=[event]).SerializeToString()], partition=self.log.partition_for(view_id))
 
-
-HEARTBEAT_INTERVAL_SECONDS = HEARTBEAT_INTERVAL_MS // 1000

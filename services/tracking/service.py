@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.content.events import POST_PUBLISHED
 from services.protos.contentops.content.v1 import events_pb2
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
 from services.shared.db import Database, as_utc
@@ -25,7 +26,7 @@ from services.shared.identity.domain import Principal, Role
 from services.shared.ids import new_id
 from services.shared.sharetoken import ShareToken, ShareTokens
 
-from .aggregate import Aggregator, PostInfo, lock_against_erasure, view_hash
+from .aggregate import Aggregator, PostInfo, lock_against_erasure, post_info, view_hash
 from .domain import analytics, interest, leads, reading
 from .domain.humanize import describe_read
 from .domain.interest import DecayedScore, TagRule
@@ -143,8 +144,7 @@ class TrackingService:
         return True
 
     def event_handlers(self) -> dict[str, Callable[[bytes], object]]:
-        from services.content.events import POST_PUBLISHED
-
+        """The content events this service consumes, by topic (for an in-process event bus)."""
         return {POST_PUBLISHED: self.handle_post_published}
 
     # ---- contacts ------------------------------------------------------------------------------------------
@@ -249,23 +249,15 @@ class TrackingService:
                 top_id = tops.get(r.id, "")
                 top_name = ""
                 for v in (headline, last):
-                    top_name = top_name or self._read_info(s, v, posts).topic_names.get(top_id, "")
+                    top_name = top_name or post_info(s, v.post_id, v.revision, posts).topic_names.get(top_id, "")
                 score = DecayedScore(r.lead_value, as_utc(r.lead_at)).value_at(at, leads.LEAD_HALF_LIFE)  # type: ignore[arg-type]
                 candidates.append(leads.LeadCandidate(r.id, r.display_name, score, as_utc(r.last_activity),  # type: ignore[arg-type]
                                                       self._read(s, headline, posts), self._read(s, last, posts),
                                                       top_name or top_id, top_id))
         return leads.rank_leads(candidates, now=now, tz=self.tz)
 
-    def _read_info(self, s: Session, v: VisitRow, posts: dict[tuple[str, int], PostInfo]) -> PostInfo:
-        key = (v.post_id, v.revision)
-        if key not in posts:
-            row = s.get(PostInfoRow, key)
-            posts[key] = PostInfo(row.title, tuple(row.topics), dict(zip(row.topics, row.topic_names, strict=False)),
-                                  row.expected_ms) if row else PostInfo("", (), {}, reading.MIN_EXPECTED_MS)
-        return posts[key]
-
     def _read(self, s: Session, v: VisitRow, posts: dict[tuple[str, int], PostInfo]) -> leads.Read:
-        info = self._read_info(s, v, posts)
+        info = post_info(s, v.post_id, v.revision, posts)
         return leads.Read(v.post_id, info.title, as_utc(v.started_at), v.engaged_ms,  # type: ignore[arg-type]
                           reading.completeness(v.engaged_ms, info.expected_ms))
 
