@@ -18,7 +18,8 @@ threads in this process, each with its own connection, on the same 2 cores.
    redis-py pipelines from as many threads, against the same Redis.
    Heartbeats are spread over enough views that none is throttled (2/s, burst
    120 per view per process); a throttled heartbeat would make the run invalid.
-2. Event -> tag lag. One consumer runs; a feeder streams 5,000 heartbeats/s
+2. Event -> tag lag, with one consumer, then again with two in one group
+   (fresh visitors each time). A feeder streams 5,000 heartbeats/s
    (a message of 250 every 50 ms) over ``lag_views`` views for ``lag_seconds``.
    Meanwhile, every ``sample_every`` seconds, a sampled contact who has read a
    post for 20 s in two earlier views of one visit (applied, no tag yet) sends
@@ -28,9 +29,10 @@ threads in this process, each with its own connection, on the same 2 cores.
    contacts in flight in turn, a call every ``POLL``, so watching costs the
    server the same whatever the lag; a lag is an upper bound by up to one round.
    The consumer's work grows with the distinct views in a batch, not with the
-   heartbeats, and a real browser sends one heartbeat per 10 s: 5,000/s from
-   real browsers would be 50,000 open views, far more than the 1,000 here (the
-   fewest that stay under the per-view rate limit with room to spare).
+   heartbeats, so the feed is spread twice: over 1,000 views (5/s each, the
+   fewest that stay under the per-view rate limit with room to spare), and over
+   50,000 (20,000 with --quick), one heartbeat per 10 s each: what 5,000/s from
+   real browsers is.
 3. GetContactProfile with 1,000,000 raw heartbeats in PostgreSQL (200,000 with
    --quick): 20 reps' contacts, views, visits, interest, lead scores and tags,
    computed with the domain's own functions, seeded with COPY, and 10 events per
@@ -105,10 +107,10 @@ class Plan:
     ingest_events: int
     ingest_clients: int
     per_stream: int  # messages per RecordEngagement stream
-    consumers: int
+    consumers: tuple[int, ...]  # the lag is measured once per count, in the same run
     lag_rate: int  # heartbeats/s fed while measuring the lag
     lag_seconds: float
-    lag_views: int
+    lag_views: tuple[int, ...]  # open views the lag feed spreads over: as tests of a batch's width
     sample_every: float
     contacts: int
     views: int
@@ -120,11 +122,11 @@ class Plan:
     warmup: int
 
 
-FULL = Plan(ingest_events=1_000_000, ingest_clients=4, per_stream=20, consumers=1, lag_rate=5_000, lag_seconds=20,
-            lag_views=1_000, sample_every=0.5, contacts=20_000, views=100_000, events_per_view=10, lead_contacts=5_000,
+FULL = Plan(ingest_events=1_000_000, ingest_clients=4, per_stream=20, consumers=(1, 2), lag_rate=5_000, lag_seconds=20,
+            lag_views=(1_000, 50_000), sample_every=0.5, contacts=20_000, views=100_000, events_per_view=10, lead_contacts=5_000,
             calls=2_000, max_seconds=20.0, rounds=4, warmup=20)
-QUICK = Plan(ingest_events=200_000, ingest_clients=4, per_stream=20, consumers=1, lag_rate=5_000, lag_seconds=5,
-             lag_views=1_000, sample_every=0.25, contacts=8_000, views=20_000, events_per_view=10, lead_contacts=5_000,
+QUICK = Plan(ingest_events=200_000, ingest_clients=4, per_stream=20, consumers=(1, 2), lag_rate=5_000, lag_seconds=5,
+             lag_views=(1_000, 20_000), sample_every=0.25, contacts=8_000, views=20_000, events_per_view=10, lead_contacts=5_000,
              calls=300, max_seconds=4.0, rounds=2, warmup=5)
 POLL = 0.02  # s between GetContactProfile polls (of the sampled contacts in turn)
 LAG_LIMIT = 60.0  # s: a tag not seen by then counts as never seen (inf)
@@ -454,11 +456,11 @@ class Sample:
     view: str  # the third view, to send the measured heartbeat in
 
 
-def prepare_samples(address: str, world: World, count: int) -> list[Sample]:
+def prepare_samples(address: str, world: World, count: int, prefix: str) -> list[Sample]:
     """Per sample: a visitor opens one post three times (one visit); the first two views read 10 s each."""
     reps = world.live_reps
     links = {(i % len(reps)): world.share(world.posts[i % len(world.posts)], reps[i % len(reps)][0]) for i in range(len(reps))}
-    views = start_views(address, world, count * 3, 4, "lagsample", visitors=lambda i: f"sample{i // 3:06d}x",
+    views = start_views(address, world, count * 3, 4, f"{prefix}sample", visitors=lambda i: f"{prefix}sample{i // 3:06d}x",
                         shares=lambda i: links[(i // 3) % len(reps)])
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.TrackingServiceStub(channel)
@@ -470,7 +472,7 @@ def prepare_samples(address: str, world: World, count: int) -> list[Sample]:
     samples = []
     for s in range(count):
         rep_id, token = reps[s % len(reps)]
-        samples.append(Sample(token, f"{rep_id}|sample{s:06d}x", views[3 * s + 2]))
+        samples.append(Sample(token, f"{rep_id}|{prefix}sample{s:06d}x", views[3 * s + 2]))
     return samples
 
 
@@ -487,10 +489,13 @@ def resolve_contacts(url: str, samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, log_path: Path) -> Lagged:
+def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, log_path: Path, prefix: str,
+              views: int) -> Lagged:
+    """The lag with the consumers running now, the feed spread over ``views`` open views; ``prefix`` keeps this
+    run's visitors apart from an earlier run's."""
     count = int(plan.lag_seconds / plan.sample_every)
-    samples = prepare_samples(address, world, count)
-    background = start_views(address, world, plan.lag_views, 4, "lag")
+    samples = prepare_samples(address, world, count, prefix)
+    background = start_views(address, world, views, 4, prefix)
     wait_applied(event_log, log_path, 300)
     samples = resolve_contacts(world.url, samples)
     with grpc.insecure_channel(address) as channel:
@@ -588,7 +593,7 @@ def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, 
         watch.join()
     if errors:
         raise RuntimeError(errors[0])
-    return Lagged(sorted(lags), sorted(polls), fed[0], fed_wall, fed[1], drain, plan.lag_views)
+    return Lagged(sorted(lags), sorted(polls), fed[0], fed_wall, fed[1], drain, views)
 
 
 # ---- 3, 4. reads over a seeded history -------------------------------------------------------------------------------------
@@ -763,6 +768,25 @@ def count_leads(world: World, history: History, address: str) -> int:
 # ---- the rows ----------------------------------------------------------------------------------------------------------------
 
 
+def lag_row(plan: Plan, lag: Lagged, count: int) -> dict[str, str]:
+    seen = [x for x in lag.lags if math.isfinite(x)]
+    p95 = percentile(lag.lags, 95)
+    print(f"  lag p50 {percentile(lag.lags, 50):.2f}s p95 {p95:.2f}s max {lag.lags[-1]:.2f}s ({len(seen)}/{len(lag.lags)} "
+          f"seen); fed {lag.fed / lag.fed_wall:,.0f}/s, {lag.throttled} throttled; drained {lag.drain:.2f}s after", flush=True)
+    return {
+        "figure": f"Event → tag visible in GetContactProfile, p95 of {len(lag.lags)} sampled contacts, "
+                  f"{plan.lag_rate:,} heartbeats/s for {plan.lag_seconds:.0f}s over {lag.views:,} views "
+                  f"({plan.lag_rate / lag.views:g}/s each), {count} consumer process{'es' if count > 1 else ''} — "
+                  "PostgreSQL + Redis Streams",
+        "measured": f"{p95:.2f} s",
+        "target": f"≤ {TARGET_LAG:g} s",
+        "baseline": f"p50 {percentile(lag.lags, 50):.2f} s, max {lag.lags[-1]:.2f} s; fed {lag.fed / lag.fed_wall:,.0f}/s, "
+                    f"{lag.throttled} throttled; backlog applied {lag.drain:.1f} s after the feed stopped; "
+                    f"{len(lag.polls)} polls, p50 {ms(percentile(lag.polls, 50))}",
+        "ratio": meets(p95 <= TARGET_LAG),
+    }
+
+
 def meets(ok: bool) -> str:
     return "meets target" if ok else "misses target"
 
@@ -818,33 +842,17 @@ def run(quick: bool) -> list[dict[str, str]]:
                                f"{ing.throttled} throttled")
         clean_redis()  # the ingest run's entries are not the consumers' business
 
-        print(f"  tracking lag: {plan.consumers} consumer(s), {plan.lag_rate:,} heartbeats/s for {plan.lag_seconds:.0f}s ...",
-              flush=True)
         event_log = RedisEventLog.from_url(REDIS_URL)
         stack.callback(event_log.close)
-        with consumers(env, plan.consumers, log):
-            lag = bench_lag(address, world, plan, event_log, log)
-        seen = [x for x in lag.lags if math.isfinite(x)]
-        p95 = percentile(lag.lags, 95)
-        print(f"  lag p50 {percentile(lag.lags, 50):.2f}s p95 {p95:.2f}s max {lag.lags[-1]:.2f}s ({len(seen)}/{len(lag.lags)} "
-              f"seen); fed {lag.fed / lag.fed_wall:,.0f}/s, {lag.throttled} throttled; drained {lag.drain:.2f}s after",
-              flush=True)
-        rows.append({
-            "figure": f"Event → tag visible in GetContactProfile, p95 of {len(lag.lags)} sampled contacts, "
-                      f"{plan.lag_rate:,} heartbeats/s for {plan.lag_seconds:.0f}s over {lag.views:,} views "
-                      f"({plan.lag_rate / lag.views:g}/s each), {plan.consumers} consumer "
-                      f"process{'es' if plan.consumers > 1 else ''} — PostgreSQL + Redis Streams",
-            "measured": f"{p95:.2f} s",
-            "target": f"≤ {TARGET_LAG:g} s",
-            "baseline": f"p50 {percentile(lag.lags, 50):.2f} s, max {lag.lags[-1]:.2f} s; fed "
-                        f"{lag.fed / lag.fed_wall:,.0f}/s, {lag.throttled} throttled; backlog applied "
-                        f"{lag.drain:.1f} s after the feed stopped; {len(lag.polls)} polls, p50 "
-                        f"{ms(percentile(lag.polls, 50))}",
-            "ratio": meets(p95 <= TARGET_LAG),
-        })
-        if lag.throttled or len(seen) < len(lag.lags):
-            print(f"  warning: {lag.throttled} heartbeats throttled, {len(lag.lags) - len(seen)} tags never seen "
-                  f"within {LAG_LIMIT:.0f}s", flush=True)
+        for views, count in ((v, c) for v in plan.lag_views for c in plan.consumers):
+            print(f"  tracking lag: {count} consumer(s), {plan.lag_rate:,} heartbeats/s over {views:,} views for "
+                  f"{plan.lag_seconds:.0f}s ...", flush=True)
+            with consumers(env, count, log):
+                lag = bench_lag(address, world, plan, event_log, log, f"lag{views}v{count}c", views)
+            rows.append(lag_row(plan, lag, count))
+            if lag.throttled or not all(math.isfinite(x) for x in lag.lags):
+                print(f"  warning: {lag.throttled} heartbeats throttled, {sum(not math.isfinite(x) for x in lag.lags)} tags "
+                      f"never seen within {LAG_LIMIT:.0f}s", flush=True)
 
         print(f"  tracking reads: seeding {plan.contacts:,} contacts, {plan.views:,} views ...", flush=True)
         history = seed_history(world, plan, datetime.now(UTC))

@@ -472,6 +472,23 @@ def test_property_growing_a_visits_engaged_time_by_its_weight_delta_equals_recom
 
 
 @PROPS
+@given(visits=st.lists(visit_st, min_size=1, max_size=10, unique_by=lambda v: v.visit_id), growth=st.integers(0, 900_000),
+       earlier=st.floats(0, 0.01, allow_nan=False))
+def test_property_moving_a_visits_start_earlier_as_it_grows_equals_recomputing(visits: list[Visit], growth: int,
+                                                                                earlier: float) -> None:
+    """A view applied after a later view of its visit (another consumer had it) moves the visit's start back."""
+    acc = DecayedScore()
+    for v in visits:
+        acc = acc.add(interest.visit_weight(v), v.started_at)
+    first = visits[0]
+    moved = Visit(first.visit_id, first.post_id, first.post_title, first.topics, first.started_at - timedelta(days=earlier),
+                  first.engaged_ms + growth, first.expected_ms)
+    acc = acc.move(interest.visit_weight(first), first.started_at, interest.visit_weight(moved), moved.started_at)
+    direct = sum(interest.visit_weight(v) * interest.decay(NOW - v.started_at) for v in [moved, *visits[1:]])
+    assert acc.value_at(NOW) == pytest.approx(direct, rel=1e-9, abs=1e-12)
+
+
+@PROPS
 @given(a=visit_st, b=visit_st, later_days=st.floats(0, 90, allow_nan=False))
 def test_property_the_stored_strength_key_orders_visits_as_their_decayed_contributions_at_any_time(a: Visit, b: Visit,
                                                                                                    later_days: float) -> None:

@@ -14,12 +14,14 @@ busy timeout instead of failing when a read lock cannot be upgraded.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, exc
+from sqlalchemy import JSON, Engine, MetaData, Table, bindparam, create_engine, event, exc, insert, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from .errors import Unavailable
@@ -40,6 +42,57 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def upsert(s: Session, model: Any) -> Any:
+    """An INSERT that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update`` (PostgreSQL and SQLite spell
+    them alike): rows that concurrent transactions may both insert, without a failed transaction for the loser."""
+    return (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(model)
+
+
+def insert_rows(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ``rows`` (dicts with the same keys): on PostgreSQL one statement over arrays (``unnest``), a few
+    times faster than a statement per row; on SQLite, in process, executemany is as fast."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    if s.get_bind().dialect.name != "postgresql":
+        s.execute(insert(table), list(rows))
+        return
+    arrays, params = _arrays(s, table, cols, rows)
+    q = s.get_bind().dialect.identifier_preparer.quote
+    s.execute(text(f"INSERT INTO {q(table.name)} ({', '.join(map(q, cols))}) SELECT * FROM unnest({arrays})"), params)
+
+
+def update_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """UPDATE the rows whose ``key`` columns match to the other values in ``rows`` (dicts with the same keys): one
+    statement over arrays on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    values = [c for c in cols if c not in key]
+    if s.get_bind().dialect.name != "postgresql":
+        stmt = update(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in key)) \
+            .values({c: bindparam(f"v_{c}") for c in values})
+        s.execute(stmt, [{(f"k_{c}" if c in key else f"v_{c}"): r[c] for c in cols} for r in rows])
+        return
+    arrays, params = _arrays(s, table, cols, rows)
+    q = s.get_bind().dialect.identifier_preparer.quote
+    s.execute(text(f"UPDATE {q(table.name)} AS t SET {', '.join(f'{q(c)} = u.{q(c)}' for c in values)} "
+                   f"FROM unnest({arrays}) AS u({', '.join(map(q, cols))}) "
+                   f"WHERE {' AND '.join(f't.{q(k)} = u.{q(k)}' for k in key)}"), params)
+
+
+def _arrays(s: Session, table: Table, cols: list[str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+    dialect = s.get_bind().dialect
+    params: dict[str, Any] = {}
+    for i, c in enumerate(cols):
+        column_type = table.c[c].type
+        values = [r[c] for r in rows]
+        if isinstance(column_type, JSON):  # the array is sent as text; each element is cast to JSON
+            values = [None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in values]
+        params[f"a{i}"] = values
+    return ", ".join(f"CAST(:a{i} AS {table.c[c].type.compile(dialect)}[])" for i, c in enumerate(cols)), params
 
 
 def declarative_base(owner: str) -> type[DeclarativeBase]:

@@ -1,15 +1,23 @@
 """The consumer side: apply the event log to the database, idempotently.
 
-One read batch of stream entries is applied in one transaction: starts first
-(a view row, its visit, its contact, its share), then heartbeats per view
+A read batch of stream entries is applied in transactions of up to
+``CHUNK_VIEWS`` distinct views each, set-wise: one query per table loads (and on
+PostgreSQL locks) every row the chunk touches, the domain folds the events in
+memory, and one flush writes the changes back. Starts come first (a view row,
+its visit, its contact, its share), then heartbeats per view
 (``engagement.apply_heartbeats`` dedupes on (view, seq), caps deltas and wall
 time), then ends. Visits whose engaged time changed update the contact's decayed
-topic interest and lead score by the change of their weight, and the contact's
+topic interest and lead score by the change of their weight, and the contacts'
 tags are evaluated again: tags follow the events, not a nightly batch.
 
 Re-applying an entry (a consumer died after committing but before acking) finds
-the view already there and every seq already applied: nothing changes. Rows that
-several consumers may touch at once are read ``FOR UPDATE`` on PostgreSQL.
+the view already there and every seq already applied: nothing changes.
+
+Several consumers may run in one group. Rows they may both create (reps, shares,
+a visitor's contact) are inserted with ON CONFLICT, so the loser takes the
+winner's row instead of failing; rows they may both change are locked
+``FOR UPDATE`` in one order (views, visits, contacts, interest; each by key), so
+they queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -20,14 +28,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from sqlalchemy import insert, select, text
+from sqlalchemy import ColumnElement, or_, select, text
 from sqlalchemy.orm import Session
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
-from services.shared.db import Database, as_utc
+from services.shared.db import Database, as_utc, insert_rows, update_rows, upsert
 from services.shared.ids import new_id
 
 from .domain import interest, leads
@@ -42,14 +51,13 @@ from .domain.engagement import (
     new_view,
 )
 from .domain.humanize import describe_activity
-from .domain.interest import DecayedScore, TagRule, Visit
-from .domain.reading import MIN_EXPECTED_MS
+from .domain.interest import DecayedScore, TagRule
+from .history import Posts, slices, visits_of
 from .models import (
     ContactRow,
     ErasedViewRow,
     EventRow,
     InterestRow,
-    PostInfoRow,
     RepInfoRow,
     ShareRow,
     TagRuleRow,
@@ -62,9 +70,9 @@ from .streams import Entry
 log = logging.getLogger(__name__)
 
 TAG_LOOKBACK = timedelta(days=90)  # visits older than this no longer make tags (rules' windows are shorter)
-TAG_VISITS = 500  # at most this many recent visits per contact are evaluated
 RULES_CACHE_SECONDS = 5.0
 MAX_DEFERRALS = 50  # an orphan heartbeat goes round the log this often before it is dead-lettered
+CHUNK_VIEWS = 1_000  # distinct views per transaction: bounds the IN lists and how long rows stay locked
 # PostgreSQL advisory lock: applying takes it shared, erasure exclusive, so an erasure never interleaves with a batch.
 ERASURE_LOCK = 0x7472_6B65_7261_7365  # "trkerase"
 
@@ -79,8 +87,41 @@ def lock_against_erasure(s: Session, exclusive: bool) -> None:
         s.execute(text(f"SELECT {fn}(:key)"), {"key": ERASURE_LOCK})
 
 
+def remember_reps(s: Session, teams: dict[str, str]) -> None:
+    """Note reps and their teams as share tokens name them (a newer token's non-empty team wins)."""
+    if not teams:
+        return
+    stmt = upsert(s, RepInfoRow)
+    stmt = stmt.on_conflict_do_update(index_elements=[RepInfoRow.rep_id], set_={"team_id": stmt.excluded.team_id},
+                                      where=(stmt.excluded.team_id != "") & (RepInfoRow.team_id != stmt.excluded.team_id))
+    s.execute(stmt, [{"rep_id": r, "team_id": teams[r]} for r in sorted(teams)])
+
+
 def ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
+
+
+class Record(SimpleNamespace):
+    """A row of one of tracking's tables as a plain mutable record: a batch holds thousands, changes them in memory
+    and writes them back set-wise (``_Batch.write``), so they skip the ORM's per-attribute instrumentation."""
+
+    def __init__(self, model: type, **values: Any) -> None:
+        super().__init__(**values)
+        self._model = model
+
+    @classmethod
+    def new(cls, model: type, **values: Any) -> Record:
+        missing = {c.key for c in model.__table__.columns} - values.keys()  # type: ignore[attr-defined]
+        if missing:
+            raise ValueError(f"a new {model.__name__} needs {sorted(missing)}")
+        return cls(model, **values)
+
+
+def locked(s: Session, model: type, where: ColumnElement[bool], order_by: Sequence[str]) -> list[Record]:
+    """The rows of ``model`` that match, locked FOR UPDATE in ``order_by`` order."""
+    table = model.__table__  # type: ignore[attr-defined]
+    q = select(table).where(where).order_by(*(table.c[c] for c in order_by)).with_for_update()
+    return [Record(model, **row._mapping) for row in s.execute(q)]
 
 
 @dataclass(frozen=True)
@@ -95,39 +136,77 @@ class Activity:
     at: datetime
 
 
-@dataclass
-class PostInfo:
-    title: str
-    topics: tuple[str, ...]
-    topic_names: dict[str, str]
-    expected_ms: int
-
-
-UNKNOWN_POST = PostInfo("", (), {}, MIN_EXPECTED_MS)
-
-
-def post_info(s: Session, post_id: str, revision: int, cache: dict[tuple[str, int], PostInfo]) -> PostInfo:
-    """A revision's title, topics and expected reading time (from its publish event), read once per ``cache``."""
-    key = (post_id, revision)
-    if key not in cache:
-        row = s.get(PostInfoRow, key)
-        cache[key] = UNKNOWN_POST if row is None else PostInfo(
-            row.title, tuple(row.topics), dict(zip(row.topics, row.topic_names, strict=False)), row.expected_ms)
-    return cache[key]
-
-
 def anonymous_name(visitor_id: str) -> str:
     return f"访客 {visitor_id[:4]}"
 
 
+def _view_of(event: pb.IngestEvent) -> str:
+    kind = event.WhichOneof("kind")
+    return event.started.view if kind == "started" else event.heartbeat.view if kind == "heartbeat" else event.ended.view
+
+
+def chunks(events: Sequence[pb.IngestEvent], views: int = CHUNK_VIEWS) -> list[list[int]]:
+    """``events``' indexes split by view into groups of at most ``views`` views (in order of first appearance), each
+    view's events together and in order: the work of applying a chunk grows with its views, not its events."""
+    group: dict[str, int] = {}
+    out: list[list[int]] = []
+    for i, event in enumerate(events):
+        view = _view_of(event)
+        if view not in group:
+            group[view] = len(group) // views
+            if group[view] == len(out):
+                out.append([])
+        out[group[view]].append(i)
+    return out
+
+
+# What applying may change, per table (everything else of a row is fixed once it is inserted).
+CHANGING: dict[type, tuple[str, ...]] = {
+    ViewRow: ("state", "engaged_ms", "max_scroll_percent", "closed"),
+    VisitRow: ("engaged_ms", "last_activity", "started_at"),
+    ContactRow: ("last_activity", "lead_value", "lead_at", "lead_key", "headline_visit", "headline_key", "last_visit", "tags"),
+    InterestRow: ("value", "at"),
+}
+
+
 @dataclass
 class _Batch:
+    """One transaction's rows, loaded and locked once, changed in memory, written back set-wise."""
+
     s: Session
     now: datetime
-    touched_visits: dict[str, int] = field(default_factory=dict)  # visit id -> engaged_ms before this batch
-    contacts: set[str] = field(default_factory=set)
+    posts: Posts
+    views: dict[str, Record] = field(default_factory=dict)
+    visits: dict[str, Record] = field(default_factory=dict)
+    recent: dict[tuple[str, str, str], list[Record]] = field(default_factory=dict)  # (visitor, post, rep) -> visits
+    contacts: dict[str, Record] = field(default_factory=dict)
+    interest: dict[str, dict[str, Record]] = field(default_factory=dict)  # contact -> topic -> row
+    new: dict[type, list[Record]] = field(default_factory=dict)  # rows to insert, by model
+    changed: dict[type, dict[int, Record]] = field(default_factory=dict)  # rows to update, by model
+    touched_visits: dict[str, tuple[int, datetime]] = field(default_factory=dict)  # visit -> (engaged, start) before
+    touched_contacts: set[str] = field(default_factory=set)  # their tags are evaluated again
+    events: list[dict[str, Any]] = field(default_factory=list)  # raw heartbeat rows to insert
+    started: list[tuple[pb.ViewStarted, str, datetime]] = field(default_factory=list)  # (start, contact, at)
+    ended: list[tuple[Record, int, datetime]] = field(default_factory=list)  # (view, engaged ms, at)
     activities: list[Activity] = field(default_factory=list)
-    posts: dict[tuple[str, int], PostInfo] = field(default_factory=dict)
+
+    def add(self, row: Record) -> None:
+        self.new.setdefault(row._model, []).append(row)
+
+    def change(self, row: Record) -> None:
+        self.changed.setdefault(row._model, {})[id(row)] = row  # a batch holds one record per row
+
+    def write(self, *models: type) -> None:
+        """Insert the new rows and update the changed ones of ``models``: one statement per table and kind."""
+        for model in models:
+            table = model.__table__  # type: ignore[attr-defined]
+            new = self.new.pop(model, [])
+            insert_rows(self.s, table, [{c.key: getattr(row, c.key) for c in table.columns} for row in new])
+            changed = self.changed.pop(model, {})
+            for row in new:  # inserted as they are now
+                changed.pop(id(row), None)
+            key = [c.key for c in table.primary_key]
+            update_rows(self.s, table, key, [{c: getattr(row, c) for c in (*key, *CHANGING[model])} for row in changed.values()])
 
 
 class Aggregator:
@@ -161,7 +240,10 @@ class Aggregator:
         if not events:
             return bad, [], []
         orphans: list[int] = []
+        began = time.perf_counter()
         activities = self.apply(events, orphans)
+        log.debug("applied %d entries: %d events over %d views in %.0f ms", len(entries), len(events),
+                  len({_view_of(e) for e in events}), (time.perf_counter() - began) * 1000)
         retry: list[pb.IngestEvent] = []
         given_up: dict[str, Entry] = {}
         for i in orphans:
@@ -177,225 +259,307 @@ class Aggregator:
         return bad, activities, retry
 
     def apply(self, events: Sequence[pb.IngestEvent], orphans: list[int] | None = None) -> list[Activity]:
-        """Apply ``events`` in one transaction; indexes of heartbeats and ends whose view has no row (and was
-        not erased) are appended to ``orphans``."""
+        """Apply ``events``, a transaction per chunk of views; indexes of heartbeats and ends whose view has no
+        row (and was not erased) are appended to ``orphans``. Re-applying any chunk changes nothing."""
+        activities: list[Activity] = []
+        for run in chunks(events):
+            activities += self._apply(events, run, orphans)
+        return activities
+
+    def _apply(self, events: Sequence[pb.IngestEvent], run: list[int], orphans: list[int] | None) -> list[Activity]:
         with self.db.write() as s:
             lock_against_erasure(s, exclusive=False)
-            b = _Batch(s, self.clock())
-            for event in events:
-                if event.WhichOneof("kind") == "started":
-                    self._start(b, event.started, event.received_ms)
+            b = _Batch(s, self.clock(), Posts(s))
+            starts: list[tuple[pb.ViewStarted, int]] = []
             beats: dict[str, list[Heartbeat]] = {}
-            for event in events:
-                if event.WhichOneof("kind") == "heartbeat":
+            ends: list[tuple[str, int]] = []
+            for i in run:
+                event = events[i]
+                kind = event.WhichOneof("kind")
+                if kind == "started":
+                    starts.append((event.started, event.received_ms))
+                elif kind == "heartbeat":
                     hb = event.heartbeat
                     beats.setdefault(hb.view, []).append(
                         Heartbeat(hb.view, hb.seq, hb.engaged_ms_delta, hb.max_scroll_percent, event.received_ms))
-            ends = [(e.ended.view, e.received_ms) for e in events if e.WhichOneof("kind") == "ended"]
-            ids = sorted(set(beats) | {v for v, _ in ends})
-            views = {v.id: v for v in s.scalars(select(ViewRow).where(ViewRow.id.in_(ids)).with_for_update())} if ids else {}
-            missing = [v for v in ids if v not in views]
-            if missing and orphans is not None:
-                erased = set(s.scalars(select(ErasedViewRow.view_hash).where(
-                    ErasedViewRow.view_hash.in_([view_hash(v) for v in missing]))))
-                waiting = {v for v in missing if view_hash(v) not in erased}  # erased views' events are dropped
-                orphans += [i for i, e in enumerate(events) if (e.WhichOneof("kind") == "heartbeat" and e.heartbeat.view in waiting)
-                            or (e.WhichOneof("kind") == "ended" and e.ended.view in waiting)]
+                else:
+                    ends.append((event.ended.view, event.received_ms))
+            ids = sorted({ev.view for ev, _ in starts} | set(beats) | {v for v, _ in ends})
+            b.views = {v.id: v for v in locked(s, ViewRow, ViewRow.id.in_(ids), ["id"])}
+            starts = [(ev, at) for ev, at in starts if ev.view not in b.views]  # applied before: a redelivered entry
+            erased = self._erased(s, sorted({ev.view for ev, _ in starts} | (set(beats) | {v for v, _ in ends}) - set(b.views)))
+            starts = [(ev, at) for ev, at in starts if ev.view not in erased]  # erased while in a consumer's hands
+            contact_of = self._contacts_for(b, starts)
+            self._lock_visits(b, starts)
+            for ev, at in sorted(starts, key=lambda start: start[1]):
+                self._start(b, ev, at, contact_of(ev))
+            if orphans is not None:
+                waiting = (set(beats) | {v for v, _ in ends}) - set(b.views) - erased  # erased views' events are dropped
+                orphans += [i for i in run if _view_of(events[i]) in waiting and events[i].WhichOneof("kind") != "started"]
+            self._lock_contacts(b)
             for view_id, hbs in beats.items():
-                if (row := views.get(view_id)) is not None:
+                if (row := b.views.get(view_id)) is not None:
                     self._heartbeats(b, row, hbs)
             for view_id, at in ends:
-                if (row := views.get(view_id)) is not None:
+                if (row := b.views.get(view_id)) is not None:
                     self._end(b, row, at)
             self._settle(b)
+            self._announce(b)
+            b.write(ViewRow, VisitRow, InterestRow)
+            insert_rows(s, EventRow.__table__, b.events)
+            self._tag(b)
+            b.write(ContactRow)
             return b.activities
+
+    @staticmethod
+    def _erased(s: Session, view_ids: list[str]) -> set[str]:
+        hashes = {view_hash(v): v for v in view_ids}
+        found: set[str] = set()
+        for chunk in slices(sorted(hashes)):
+            found.update(s.scalars(select(ErasedViewRow.view_hash).where(ErasedViewRow.view_hash.in_(chunk))))
+        return {hashes[h] for h in found}
 
     # ---- starts ----------------------------------------------------------------------------------
 
-    def _start(self, b: _Batch, ev: pb.ViewStarted, received_ms: int) -> None:
+    def _contacts_for(self, b: _Batch, starts: list[tuple[pb.ViewStarted, int]]) -> Callable[[pb.ViewStarted], str]:
+        """Record the starts' reps and shares, and say which of the rep's contacts each start's visitor is: the one
+        a per-contact link names (from now on), else as before, else a new anonymous one."""
         s = b.s
-        if s.get(ViewRow, ev.view) is not None:
-            return  # applied before (a redelivered entry)
-        if s.get(ErasedViewRow, view_hash(ev.view)) is not None:
-            return  # its contact was erased while this entry was in a consumer's hands
-        started = ms(received_ms)
-        rep = s.get(RepInfoRow, ev.rep)
-        if rep is None:
-            s.add(RepInfoRow(rep_id=ev.rep, team_id=ev.team))
-        elif rep.team_id != ev.team and ev.team:
-            rep.team_id = ev.team
-        if s.get(ShareRow, ev.share_id) is None:
-            s.add(ShareRow(share_id=ev.share_id, parent_share_id=ev.parent_share_id, post_id=ev.post, revision=ev.revision,
-                           rep_id=ev.rep, copy_id=ev.copy_id, create_time=started))
-        contact_id = "" if ev.bot else self._contact_for(b, ev, started)
-        merge_after = started - timedelta(milliseconds=VISIT_MERGE_WINDOW_MS)
-        visit = s.scalars(select(VisitRow).where(VisitRow.visitor_id == ev.visitor_id, VisitRow.post_id == ev.post,
-                                                 VisitRow.rep_id == ev.rep, VisitRow.last_activity >= merge_after,
-                                                 VisitRow.contact_id == contact_id, VisitRow.bot == ev.bot)
-                          .order_by(VisitRow.last_activity.desc()).limit(1).with_for_update()).first()
-        if visit is None:
-            visit = VisitRow(id=ev.view, contact_id=contact_id, visitor_id=ev.visitor_id, rep_id=ev.rep, post_id=ev.post,
-                             revision=ev.revision, started_at=started, last_activity=started, engaged_ms=0, bot=ev.bot)
-            s.add(visit)
-        else:
-            visit.last_activity = max(as_utc(visit.last_activity), started)  # type: ignore[type-var]
-        s.add(ViewRow(id=ev.view, visit_id=visit.id, contact_id=contact_id, visitor_id=ev.visitor_id, share_id=ev.share_id,
-                      rep_id=ev.rep, post_id=ev.post, revision=ev.revision, copy_id=ev.copy_id, started_at=started,
-                      engaged_ms=0, max_scroll_percent=0, closed=False, bot=ev.bot, bot_reason=ev.bot_reason,
-                      ip_hash=ev.ip_hash, referrer_host=ev.referrer_host, user_agent_family=ev.user_agent_family,
-                      state=new_view(ev.view, received_ms).to_dict()))
-        s.flush()
-        if contact_id:
-            contact = s.get(ContactRow, contact_id)
-            assert contact is not None
-            if contact.last_activity is None or as_utc(contact.last_activity) < started:  # type: ignore[operator]
-                contact.last_activity = started
-            b.contacts.add(contact_id)
-            b.touched_visits.setdefault(visit.id, visit.engaged_ms)
-            info = self._post(b, ev.post, ev.revision)
-            b.activities.append(Activity(ev.rep, contact_id, ev.post, pb.ACTIVITY_KIND_VIEW_STARTED,
-                                         describe_activity(contact.display_name, info.title), started))
+        if not starts:
+            return lambda ev: ""
+        remember_reps(s, {ev.rep: ev.team for ev, _ in sorted(starts, key=lambda start: start[1])})
+        shares = {ev.share_id: {"share_id": ev.share_id, "parent_share_id": ev.parent_share_id, "post_id": ev.post,
+                                "revision": ev.revision, "rep_id": ev.rep, "copy_id": ev.copy_id, "create_time": ms(at)}
+                  for ev, at in starts}
+        s.execute(upsert(s, ShareRow).on_conflict_do_nothing(), [shares[k] for k in sorted(shares)])
+        humans = sorted(((ev, at) for ev, at in starts if not ev.bot), key=lambda start: start[1])
+        keys = {(ev.visitor_id, ev.rep) for ev, _ in humans}
+        mapping = self._mappings(s, keys)
+        named_ids = sorted({ev.contact for ev, _ in humans if ev.contact})
+        named = dict(s.execute(select(ContactRow.id, ContactRow.rep_id).where(ContactRow.id.in_(named_ids))).all()) \
+            if named_ids else {}  # contact -> its rep
+        proposed: dict[tuple[str, str], tuple[str, str, datetime]] = {}  # key -> (new contact id, team, first seen)
+        moved: dict[tuple[str, str], str] = {}
+        chosen: dict[str, str] = {}  # view -> contact (or a proposed id)
+        for ev, at in humans:
+            key = (ev.visitor_id, ev.rep)
+            if ev.contact and named.get(ev.contact) == ev.rep:
+                mapping[key] = moved[key] = ev.contact
+            elif key not in mapping:
+                mapping[key] = new_id()
+                proposed[key] = (mapping[key], ev.team, ms(at))
+            chosen[ev.view] = mapping[key]
+        if proposed:  # another consumer may be creating the same visitor's contact right now: one of us wins
+            s.execute(upsert(s, VisitorContactRow).on_conflict_do_nothing(), [
+                {"visitor_id": k[0], "rep_id": k[1], "contact_id": proposed[k][0]} for k in sorted(proposed)])
+            winners = self._mappings(s, set(proposed))
+            instead: dict[str, str] = {}
+            for key, (contact_id, team, at) in proposed.items():
+                if winners[key] == contact_id:
+                    row = Record.new(ContactRow, id=contact_id, rep_id=key[1], team_id=team, display_name=anonymous_name(key[0]),
+                                     named=False, create_time=at, last_activity=None, lead_value=0.0, lead_at=None,
+                                     lead_key=None, headline_visit=None, headline_key=None, last_visit=None, tags=[])
+                    b.add(row)
+                    b.contacts[contact_id] = row
+                else:
+                    instead[contact_id] = winners[key]
+            chosen = {view: instead.get(c, c) for view, c in chosen.items()}
+        if moved:
+            stmt = upsert(s, VisitorContactRow)
+            s.execute(stmt.on_conflict_do_update(index_elements=[VisitorContactRow.visitor_id, VisitorContactRow.rep_id],
+                                                 set_={"contact_id": stmt.excluded.contact_id}),
+                      [{"visitor_id": k[0], "rep_id": k[1], "contact_id": moved[k]} for k in sorted(moved)])
+        return lambda ev: chosen.get(ev.view, "")
 
-    def _contact_for(self, b: _Batch, ev: pb.ViewStarted, at: datetime) -> str:
-        """The rep's contact this visitor is: a per-contact link names them from now on; else as before, or new."""
-        s = b.s
-        mapping = s.get(VisitorContactRow, (ev.visitor_id, ev.rep))
-        if ev.contact:
-            named = s.get(ContactRow, ev.contact)
-            if named is not None and named.rep_id == ev.rep:
-                if mapping is None:
-                    s.add(VisitorContactRow(visitor_id=ev.visitor_id, rep_id=ev.rep, contact_id=named.id))
-                elif mapping.contact_id != named.id:
-                    mapping.contact_id = named.id
-                return named.id
-        if mapping is not None:
-            return mapping.contact_id
-        contact = ContactRow(id=new_id(), rep_id=ev.rep, team_id=ev.team, display_name=anonymous_name(ev.visitor_id),
-                             named=False, create_time=at, lead_value=0.0, tags=[])
-        s.add(contact)
-        s.add(VisitorContactRow(visitor_id=ev.visitor_id, rep_id=ev.rep, contact_id=contact.id))
-        s.flush()
-        return contact.id
+    @staticmethod
+    def _mappings(s: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        out: dict[tuple[str, str], str] = {}
+        for chunk in slices(sorted({visitor for visitor, _ in keys})):
+            q = select(VisitorContactRow.visitor_id, VisitorContactRow.rep_id, VisitorContactRow.contact_id) \
+                .where(VisitorContactRow.visitor_id.in_(chunk))
+            for visitor, rep, contact in s.execute(q):
+                if (visitor, rep) in keys:
+                    out[(visitor, rep)] = contact
+        return out
+
+    def _lock_visits(self, b: _Batch, starts: list[tuple[pb.ViewStarted, int]]) -> None:
+        """Lock the visits of the views at hand and those the starts may merge into, in one query (id order)."""
+        ids = sorted({v.visit_id for v in b.views.values()})
+        visitors = sorted({ev.visitor_id for ev, _ in starts})
+        if not ids and not visitors:
+            return
+        where = []
+        if ids:
+            where.append(VisitRow.id.in_(ids))
+        if visitors:
+            earliest = ms(min(at for _, at in starts)) - timedelta(milliseconds=VISIT_MERGE_WINDOW_MS)
+            where.append(VisitRow.visitor_id.in_(visitors) & (VisitRow.last_activity >= earliest))
+        for visit in locked(b.s, VisitRow, or_(*where), ["id"]):
+            b.visits[visit.id] = visit
+            b.recent.setdefault((visit.visitor_id, visit.post_id, visit.rep_id), []).append(visit)
+
+    def _start(self, b: _Batch, ev: pb.ViewStarted, received_ms: int, contact_id: str) -> None:
+        started = ms(received_ms)
+        merge_after = started - timedelta(milliseconds=VISIT_MERGE_WINDOW_MS)
+        same = b.recent.setdefault((ev.visitor_id, ev.post, ev.rep), [])
+        visit = max((v for v in same if v.contact_id == contact_id and v.bot == ev.bot
+                     and as_utc(v.last_activity) >= merge_after),  # type: ignore[operator]
+                    key=lambda v: as_utc(v.last_activity), default=None)  # type: ignore[arg-type, return-value]
+        if visit is None:
+            visit = Record.new(VisitRow, id=ev.view, contact_id=contact_id, visitor_id=ev.visitor_id, rep_id=ev.rep, post_id=ev.post,
+                             revision=ev.revision, started_at=started, last_activity=started, engaged_ms=0, bot=ev.bot)
+            b.add(visit)
+            b.visits[visit.id] = visit
+            same.append(visit)
+        else:
+            b.touched_visits.setdefault(visit.id, (visit.engaged_ms, as_utc(visit.started_at)))  # type: ignore[arg-type]
+            visit.last_activity = max(as_utc(visit.last_activity), started)  # type: ignore[type-var]
+            visit.started_at = min(as_utc(visit.started_at), started)  # type: ignore[type-var]  # another consumer's later view came first
+            b.change(visit)
+        view = Record.new(ViewRow, id=ev.view, visit_id=visit.id, contact_id=contact_id, visitor_id=ev.visitor_id, share_id=ev.share_id,
+                       rep_id=ev.rep, post_id=ev.post, revision=ev.revision, copy_id=ev.copy_id, started_at=started,
+                       engaged_ms=0, max_scroll_percent=0, closed=False, bot=ev.bot, bot_reason=ev.bot_reason,
+                       ip_hash=ev.ip_hash, referrer_host=ev.referrer_host, user_agent_family=ev.user_agent_family,
+                       state=new_view(ev.view, received_ms).to_dict())
+        b.add(view)
+        b.views[view.id] = view
+        if contact_id:
+            b.started.append((ev, contact_id, started))
+            b.touched_contacts.add(contact_id)
+            b.touched_visits.setdefault(visit.id, (visit.engaged_ms, as_utc(visit.started_at)))  # type: ignore[arg-type]
+
+    def _lock_contacts(self, b: _Batch) -> None:
+        """Lock every contact the batch may change: the starts' and those of the views' visits (id order)."""
+        ids = {c for _, c, _ in b.started} | {v.contact_id for v in b.visits.values()} | {v.contact_id for v in b.views.values()}
+        ids = sorted(ids - set(b.contacts) - {""})
+        for chunk in slices(ids):
+            for contact in locked(b.s, ContactRow, ContactRow.id.in_(chunk), ["id"]):
+                b.contacts[contact.id] = contact
 
     # ---- heartbeats and ends ------------------------------------------------------------------
 
-    def _heartbeats(self, b: _Batch, row: ViewRow, hbs: list[Heartbeat]) -> None:
+    def _heartbeats(self, b: _Batch, row: Record, hbs: list[Heartbeat]) -> None:
         before = ViewState.from_dict(row.state)
-        after, result = apply_heartbeats(before, hbs)
+        after, _ = apply_heartbeats(before, hbs)
         if after == before:
             return
         fresh: dict[int, Heartbeat] = {}
         for hb in sorted(hbs, key=lambda h: (h.received_at, h.seq)):
             if not before.applied(hb.seq) and after.applied(hb.seq) and hb.seq not in fresh:
                 fresh[hb.seq] = hb
-        if fresh:
-            b.s.execute(insert(EventRow), [
-                {"view_id": row.id, "seq": hb.seq, "engaged_ms": clamp_delta(hb.engaged_ms_delta)[0],
-                 "max_scroll_percent": clamp_scroll(hb.max_scroll_percent), "received_at": ms(hb.received_at)}
-                for hb in fresh.values()])
+        b.events += [{"view_id": row.id, "seq": hb.seq, "engaged_ms": clamp_delta(hb.engaged_ms_delta)[0],
+                      "max_scroll_percent": clamp_scroll(hb.max_scroll_percent), "received_at": ms(hb.received_at)}
+                     for hb in fresh.values()]
         self._store_state(b, row, before, after)
 
-    def _end(self, b: _Batch, row: ViewRow, received_ms: int) -> None:
+    def _end(self, b: _Batch, row: Record, received_ms: int) -> None:
         before = ViewState.from_dict(row.state)
         if before.closed:
             return
         after = close(before, received_ms)
         self._store_state(b, row, before, after)
         if row.contact_id and not row.bot:
-            contact = b.s.get(ContactRow, row.contact_id)
-            info = self._post(b, row.post_id, row.revision)
-            if contact is not None:
-                b.activities.append(Activity(row.rep_id, row.contact_id, row.post_id, pb.ACTIVITY_KIND_VIEW_ENDED,
-                                             describe_activity(contact.display_name, info.title, after.engaged_ms),
-                                             ms(received_ms)))
+            b.ended.append((row, after.engaged_ms, ms(received_ms)))
 
-    def _store_state(self, b: _Batch, row: ViewRow, before: ViewState, after: ViewState) -> None:
+    def _store_state(self, b: _Batch, row: Record, before: ViewState, after: ViewState) -> None:
         row.state = after.to_dict()
         row.engaged_ms = after.engaged_ms
         row.max_scroll_percent = after.max_scroll_percent
         row.closed = after.closed
+        b.change(row)
         delta = after.engaged_ms - before.engaged_ms
-        visit = b.s.get(VisitRow, row.visit_id, with_for_update=True)
+        visit = b.visits.get(row.visit_id)
         if visit is None:
             return
-        b.touched_visits.setdefault(visit.id, visit.engaged_ms)
+        b.change(visit)
+        b.touched_visits.setdefault(visit.id, (visit.engaged_ms, as_utc(visit.started_at)))  # type: ignore[arg-type]
         visit.engaged_ms = max(0, visit.engaged_ms + delta)
         visit.last_activity = max(as_utc(visit.last_activity), ms(after.last_activity))  # type: ignore[type-var]
         if visit.contact_id:
-            b.contacts.add(visit.contact_id)
+            b.touched_contacts.add(visit.contact_id)
 
     # ---- interest, leads, tags -------------------------------------------------------------------
 
-    def _post(self, b: _Batch, post_id: str, revision: int) -> PostInfo:
-        return post_info(b.s, post_id, revision, b.posts)
-
     def _settle(self, b: _Batch) -> None:
         s = b.s
-        for visit_id, old_engaged in b.touched_visits.items():
-            visit = s.get(VisitRow, visit_id)
-            if visit is None or visit.bot or not visit.contact_id:
+        contact_ids = sorted(c for c in b.touched_contacts if c in b.contacts)
+        scores = b.interest = {c: {} for c in contact_ids}
+        for chunk in slices(contact_ids):
+            for row in locked(s, InterestRow, InterestRow.contact_id.in_(chunk), ["contact_id", "topic"]):
+                scores[row.contact_id][row.topic] = row
+        touched = [(b.visits[v], old) for v, old in b.touched_visits.items() if v in b.visits]
+        b.posts.load((v.post_id, v.revision) for v, _ in touched)
+        starts = {v.id: as_utc(v.started_at) for v in b.visits.values()}
+        earlier = sorted({c.last_visit for c in b.contacts.values() if c.last_visit and c.last_visit not in starts})
+        for chunk in slices(earlier):
+            starts.update((i, as_utc(at)) for i, at in s.execute(select(VisitRow.id, VisitRow.started_at).where(VisitRow.id.in_(chunk))))
+        for visit, (old_engaged, old_start) in touched:
+            contact = b.contacts.get(visit.contact_id)
+            if visit.bot or contact is None:
                 continue
-            info = self._post(b, visit.post_id, visit.revision)
+            b.change(contact)
+            info = b.posts.get(visit.post_id, visit.revision)
             old_w = interest.weight(old_engaged, info.expected_ms) if old_engaged else 0.0
             new_w = interest.weight(visit.engaged_ms, info.expected_ms)
-            started = as_utc(visit.started_at)
-            contact = s.get(ContactRow, visit.contact_id, with_for_update=True)
-            if contact is None:
-                continue
-            if new_w != old_w:
+            started: datetime = as_utc(visit.started_at)  # type: ignore[assignment]
+            if (new_w, started) != (old_w, old_start):
                 for topic in info.topics:
-                    row = s.get(InterestRow, (contact.id, topic), with_for_update=True)
+                    row = scores[contact.id].get(topic)
                     score = DecayedScore(row.value, as_utc(row.at)) if row else DecayedScore()  # type: ignore[arg-type]
-                    score = score.replace(old_w, new_w, started, self.half_life)  # type: ignore[arg-type]
+                    score = score.move(old_w, old_start, new_w, started, self.half_life)
                     if row is None:
-                        s.add(InterestRow(contact_id=contact.id, topic=topic, value=score.value, at=score.at))
-                    else:
-                        row.value, row.at = score.value, score.at  # type: ignore[assignment]
+                        row = Record.new(InterestRow, contact_id=contact.id, topic=topic, value=0.0, at=started)
+                        scores[contact.id][topic] = row
+                        b.add(row)
+                    row.value, row.at = score.value, score.at  # type: ignore[assignment]
+                    b.change(row)
                 lead = DecayedScore(contact.lead_value, as_utc(contact.lead_at) if contact.lead_at else None)
-                lead = lead.replace(old_w, new_w, started, leads.LEAD_HALF_LIFE)  # type: ignore[arg-type]
+                lead = lead.move(old_w, old_start, new_w, started, leads.LEAD_HALF_LIFE)
                 contact.lead_value, contact.lead_at = lead.value, lead.at
                 contact.lead_key = (interest.strength_key(lead.value, lead.at, leads.LEAD_HALF_LIFE)
                                     if lead.value > 0 and lead.at else None)
-            key = interest.strength_key(new_w, started, leads.LEAD_HALF_LIFE)  # type: ignore[arg-type]
-            if new_w > 0 and (contact.headline_key is None or key >= contact.headline_key):
+            key = interest.strength_key(new_w, started, leads.LEAD_HALF_LIFE)
+            if new_w > 0 and (contact.headline_key is None or key >= contact.headline_key or contact.headline_visit == visit.id):
                 contact.headline_visit, contact.headline_key = visit.id, key
-            last = s.get(VisitRow, contact.last_visit) if contact.last_visit else None
-            if last is None or as_utc(last.started_at) <= started:  # type: ignore[operator]
+            last = starts.get(contact.last_visit) if contact.last_visit else None
+            if last is None or as_utc(last) <= started:  # type: ignore[operator]
                 contact.last_visit = visit.id
-        s.flush()
-        rules = self.rules(s)
-        for contact_id in sorted(b.contacts):
-            contact = s.get(ContactRow, contact_id)
+
+    def _tag(self, b: _Batch) -> None:
+        """Evaluate the touched contacts' tags again, from their visits as this batch wrote them."""
+        contact_ids = sorted(b.interest)
+        rules = self.rules(b.s)
+        visits = visits_of(b.s, contact_ids, b.now - TAG_LOOKBACK, b.posts)
+        names = b.posts.topic_names()
+        for contact_id in contact_ids:
+            now = {t: DecayedScore(r.value, as_utc(r.at)).value_at(b.now, self.half_life)  # type: ignore[arg-type]
+                   for t, r in b.interest[contact_id].items()}
+            tags = interest.evaluate_tags(visits[contact_id], b.now, rules, topic_names=names, scores=now,
+                                          half_life=self.half_life)
+            contact = b.contacts[contact_id]
+            b.change(contact)
+            contact.tags = [{"topic": t.topic, "label": t.label, "score": round(t.score, 6), "evidence": [
+                {"visit": e.visit_id, "post": e.post_id, "title": e.post_title, "at": e.read_at.isoformat(),
+                 "engaged_seconds": e.engaged_seconds, "completeness": round(e.completeness, 4)} for e in t.evidence]}
+                for t in tags]
+
+    def _announce(self, b: _Batch) -> None:
+        """The starts' effect on their contacts' last activity, and the live activity for WatchActivity."""
+        for ev, contact_id, at in b.started:
+            contact = b.contacts.get(contact_id)
+            if contact is None:
+                continue
+            if contact.last_activity is None or as_utc(contact.last_activity) < at:  # type: ignore[operator]
+                contact.last_activity = at
+                b.change(contact)
+            b.activities.append(Activity(ev.rep, contact_id, ev.post, pb.ACTIVITY_KIND_VIEW_STARTED,
+                                         describe_activity(contact.display_name, b.posts.get(ev.post, ev.revision).title), at))
+        for row, engaged_ms, at in b.ended:
+            contact = b.contacts.get(row.contact_id)
             if contact is not None:
-                contact.tags = self._tags(b, contact_id, rules)
-
-    def visits_of(self, s: Session, contact_id: str, since: datetime, posts: dict[tuple[str, int], PostInfo] | None = None,
-                  limit: int = TAG_VISITS) -> tuple[list[Visit], dict[str, str]]:
-        """A contact's human visits since ``since`` as the domain sees them, and the topics' names."""
-        b = _Batch(s, since)
-        if posts is not None:
-            b.posts = posts
-        rows = s.scalars(select(VisitRow).where(VisitRow.contact_id == contact_id, VisitRow.started_at >= since,
-                                                VisitRow.bot.is_(False))
-                         .order_by(VisitRow.started_at.desc()).limit(limit))
-        visits, names = [], {}
-        for r in rows:
-            info = self._post(b, r.post_id, r.revision)
-            names.update(info.topic_names)
-            visits.append(Visit(r.id, r.post_id, info.title, info.topics, as_utc(r.started_at), r.engaged_ms,  # type: ignore[arg-type]
-                                info.expected_ms))
-        return visits, names
-
-    def _tags(self, b: _Batch, contact_id: str, rules: tuple[TagRule, ...]) -> list[dict[str, Any]]:
-        s = b.s
-        visits, names = self.visits_of(s, contact_id, b.now - TAG_LOOKBACK, b.posts)
-        scores = {r.topic: DecayedScore(r.value, as_utc(r.at)).value_at(b.now, self.half_life)  # type: ignore[arg-type]
-                  for r in s.scalars(select(InterestRow).where(InterestRow.contact_id == contact_id))}
-        tags = interest.evaluate_tags(visits, b.now, rules, topic_names=names, scores=scores, half_life=self.half_life)
-        return [{"topic": t.topic, "label": t.label, "score": round(t.score, 6), "evidence": [
-            {"visit": e.visit_id, "post": e.post_id, "title": e.post_title, "at": e.read_at.isoformat(),
-             "engaged_seconds": e.engaged_seconds, "completeness": round(e.completeness, 4)} for e in t.evidence]}
-            for t in tags]
+                b.activities.append(Activity(row.rep_id, row.contact_id, row.post_id, pb.ACTIVITY_KIND_VIEW_ENDED,
+                                             describe_activity(contact.display_name, b.posts.get(row.post_id, row.revision).title,
+                                                               engaged_ms), at))
 
     def rules(self, s: Session) -> tuple[TagRule, ...]:
         expires, cached = self._rules

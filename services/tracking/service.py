@@ -14,22 +14,22 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.content.events import POST_PUBLISHED
 from services.protos.contentops.content.v1 import events_pb2
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
-from services.shared.db import Database, as_utc
+from services.shared.db import Database, as_utc, upsert
 from services.shared.errors import InvalidArgument, NotFound, PermissionDenied
 from services.shared.identity.domain import Principal, Role
 from services.shared.ids import new_id
 from services.shared.sharetoken import ShareToken, ShareTokens
 
-from .aggregate import Aggregator, PostInfo, lock_against_erasure, post_info, view_hash
+from .aggregate import Aggregator, lock_against_erasure, remember_reps, view_hash
 from .domain import analytics, interest, leads, reading
 from .domain.humanize import describe_read
 from .domain.interest import DecayedScore, TagRule
+from .history import Posts, visits_of
 from .models import (
     ContactRow,
     ErasedViewRow,
@@ -136,12 +136,11 @@ class TrackingService:
         topics = [t.removeprefix("topics/") for t in c.topics]
         names = list(c.topic_names) or topics
         expected = reading.expected_reading_ms(f"{c.title}\n{c.body}", len(c.images))
-        with self.db.write() as s:
-            if s.get(PostInfoRow, (post_id, revision)) is not None:
-                return False
-            s.add(PostInfoRow(post_id=post_id, revision=revision, title=c.title[:200], topics=topics,
-                              topic_names=names[:len(topics)], expected_ms=expected))
-        return True
+        with self.db.write() as s:  # a redelivered event (or two workers with one event) inserts nothing
+            done = s.execute(upsert(s, PostInfoRow).values(
+                post_id=post_id, revision=revision, title=c.title[:200], topics=topics, topic_names=names[:len(topics)],
+                expected_ms=expected).on_conflict_do_nothing())
+            return bool(done.rowcount)
 
     def event_handlers(self) -> dict[str, Callable[[bytes], object]]:
         """The content events this service consumes, by topic (for an in-process event bus)."""
@@ -179,12 +178,8 @@ class TrackingService:
     def _remember_rep(self, rep_id: str, team_id: str) -> None:
         """Note the rep's team (from their own share token) if no view has yet: their sales manager must see the
         contacts they link before any of them opens the link."""
-        try:
-            with self.db.write() as s:
-                if s.get(RepInfoRow, rep_id) is None:
-                    s.add(RepInfoRow(rep_id=rep_id, team_id=team_id))
-        except IntegrityError:
-            pass  # the aggregator recorded the rep at the same moment
+        with self.db.write() as s:
+            remember_reps(s, {rep_id: team_id})
 
     @staticmethod
     def _name(display_name: str) -> str:
@@ -209,7 +204,7 @@ class TrackingService:
         now = self.clock()
         with self.db.read() as s:
             row = self._contact_row(s, who, rep_id, contact_id)
-            visits, _ = self.aggregator.visits_of(s, contact_id, datetime(1970, 1, 1, tzinfo=UTC), limit=TIMELINE)
+            visits = visits_of(s, [contact_id], datetime(1970, 1, 1, tzinfo=UTC), Posts(s), limit=TIMELINE)[contact_id]
             scores = sorted(((r.topic, DecayedScore(r.value, as_utc(r.at)).value_at(now, self.half_life))  # type: ignore[arg-type]
                              for r in s.scalars(select(InterestRow).where(InterestRow.contact_id == contact_id))),
                             key=lambda t: (-t[1], t[0]))
@@ -240,7 +235,8 @@ class TrackingService:
             visit_ids = {v for r in rows for v in (r.headline_visit, r.last_visit) if v}
             visits = {v.id: v for v in s.scalars(select(VisitRow).where(VisitRow.id.in_(visit_ids)))} if visit_ids else {}
             tops = self._top_topics(s, [r.id for r in rows], at)
-            posts: dict[tuple[str, int], PostInfo] = {}
+            posts = Posts(s)
+            posts.load((v.post_id, v.revision) for v in visits.values())
             candidates = []
             for r in rows:
                 headline, last = visits.get(r.headline_visit or ""), visits.get(r.last_visit or "")
@@ -249,15 +245,16 @@ class TrackingService:
                 top_id = tops.get(r.id, "")
                 top_name = ""
                 for v in (headline, last):
-                    top_name = top_name or post_info(s, v.post_id, v.revision, posts).topic_names.get(top_id, "")
+                    top_name = top_name or posts.get(v.post_id, v.revision).topic_names.get(top_id, "")
                 score = DecayedScore(r.lead_value, as_utc(r.lead_at)).value_at(at, leads.LEAD_HALF_LIFE)  # type: ignore[arg-type]
                 candidates.append(leads.LeadCandidate(r.id, r.display_name, score, as_utc(r.last_activity),  # type: ignore[arg-type]
-                                                      self._read(s, headline, posts), self._read(s, last, posts),
+                                                      self._read(headline, posts), self._read(last, posts),
                                                       top_name or top_id, top_id))
         return leads.rank_leads(candidates, now=now, tz=self.tz)
 
-    def _read(self, s: Session, v: VisitRow, posts: dict[tuple[str, int], PostInfo]) -> leads.Read:
-        info = post_info(s, v.post_id, v.revision, posts)
+    @staticmethod
+    def _read(v: VisitRow, posts: Posts) -> leads.Read:
+        info = posts.get(v.post_id, v.revision)
         return leads.Read(v.post_id, info.title, as_utc(v.started_at), v.engaged_ms,  # type: ignore[arg-type]
                           reading.completeness(v.engaged_ms, info.expected_ms))
 
@@ -276,13 +273,10 @@ class TrackingService:
         since = at - max(leads.LEAD_LOOKBACK, timedelta(days=90))
         contacts = list(s.scalars(select(ContactRow).where(ContactRow.rep_id == rep_id,
                                                            ContactRow.last_activity > at - leads.LEAD_LOOKBACK)))
-        posts: dict[tuple[str, int], PostInfo] = {}
-        entries = []
-        for c in contacts:
-            visits, _ = self.aggregator.visits_of(s, c.id, since, posts)
-            entries.append((c.id, c.display_name, [v for v in visits if v.started_at <= at]))
-        names = {t: n for info in posts.values() for t, n in info.topic_names.items()}
-        return leads.leads_for_day(entries, day, now, tz=self.tz, topic_names=names)
+        posts = Posts(s)
+        visits = visits_of(s, [c.id for c in contacts], since, posts)
+        entries = [(c.id, c.display_name, [v for v in visits[c.id] if v.started_at <= at]) for c in contacts]
+        return leads.leads_for_day(entries, day, now, tz=self.tz, topic_names=posts.topic_names())
 
     # ---- analytics for editors ------------------------------------------------------------------------------
 

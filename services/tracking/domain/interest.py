@@ -128,6 +128,14 @@ class DecayedScore:
         """A visit at ``when`` now weighs ``new_weight`` instead of ``old_weight``."""
         return self.add(new_weight - old_weight, when, half_life)
 
+    def move(self, old_weight: float, old_when: datetime, new_weight: float, new_when: datetime,
+             half_life: timedelta = HALF_LIFE) -> DecayedScore:
+        """A visit that weighed ``old_weight`` at ``old_when`` now weighs ``new_weight`` at ``new_when`` (a view
+        applied late moved its start earlier)."""
+        if old_when == new_when:
+            return self.replace(old_weight, new_weight, new_when, half_life)
+        return self.add(-old_weight, old_when, half_life).add(new_weight, new_when, half_life)
+
 
 def human_visits(visits: Iterable[Visit]) -> list[Visit]:
     """Bots dropped; a visit listed twice kept once (its largest engaged time)."""
