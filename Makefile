@@ -10,6 +10,8 @@ BUF := node_modules/.bin/buf
 PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
 # A CJK font so rep badges can carry Chinese names (Debian package; the tests check the badge text).
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+# Debian's Chromium and its driver for the browser tests (never a browser download).
+CHROMEDRIVER := /usr/bin/chromedriver
 
 .PHONY: demo test bench proto proto-check lint migrate serve run services clean reformat
 
@@ -23,6 +25,10 @@ $(CJK_FONT):
 	apt-get install -y --no-install-recommends fonts-wqy-microhei >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y --no-install-recommends fonts-wqy-microhei)
 
+$(CHROMEDRIVER):
+	apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver)
+
 $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $(BUF)
@@ -32,7 +38,7 @@ demo: $(STAMP)
 	$(PY) -m services.demo
 
 ## test: start PostgreSQL/Redis if they are down, then run the whole suite
-test: $(STAMP) $(BUF) $(CJK_FONT) services
+test: $(STAMP) $(BUF) $(CJK_FONT) $(CHROMEDRIVER) services
 	$(PY) -m pytest
 
 ## services: start this machine's PostgreSQL and Redis when they are not running

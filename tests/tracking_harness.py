@@ -47,6 +47,7 @@ class Track:
     editor: Metadata
     clock: SimulatedClock  # the ingest's receive clock, starting now
     channel: grpc.Channel | None = None  # the tracking server's channel, for raw calls to any method (fuzzing)
+    addresses: dict[str, str] | None = None  # where the distribution and tracking servers listen
 
     def rep(self, name: str, team: str = "") -> tuple[dpb.Rep, Metadata]:
         principal, md = self.harness.user(Role.REP, name)  # type: ignore[attr-defined]
@@ -120,7 +121,8 @@ def build_track(harness, redis_prefix: str | None = None) -> Iterator[Track]:  #
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         yield Track(harness, dist, app, pb_grpc.TrackingServiceStub(channel), dpb_grpc.DistributionServiceStub(dchannel),
-                    harness.md(Role.SERVICE), harness.md(Role.ADMIN), harness.md(Role.EDITOR), clock, channel)
+                    harness.md(Role.SERVICE), harness.md(Role.ADMIN), harness.md(Role.EDITOR), clock, channel,
+                    {"distribution": f"127.0.0.1:{dserver.port}", "tracking": f"127.0.0.1:{server.port}"})
     finally:
         channel.close()
         dchannel.close()

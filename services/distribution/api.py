@@ -35,9 +35,10 @@ ROLES = {
     "UpdateRep": MANAGERS,
     "CreateTeam": MANAGERS,
     "ListTeams": ALL,
-    # Reps fetch their own copies (checked in the service); admins may fetch any for support.
-    "GetRepCopy": frozenset({Role.REP, Role.ADMIN}),
-    "DownloadCopyImage": frozenset({Role.REP, Role.ADMIN}),
+    # Reps fetch their own copies (checked in the service); admins may fetch any for support; the web edge (a
+    # service) fetches the copy a share link names, to show it to whoever opened the link.
+    "GetRepCopy": frozenset({Role.REP, Role.ADMIN, Role.SERVICE}),
+    "DownloadCopyImage": frozenset({Role.REP, Role.ADMIN, Role.SERVICE}),
     "PreviewCopies": MANAGERS,
     "GetCampaignStatus": MANAGERS,
     "GetDistinctnessReport": MANAGERS,

@@ -48,6 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONTENT_GRPC_ADDR", "127.0.0.1:50051", "Where the content service listens."),
     Setting("DISTRIBUTION_GRPC_ADDR", "127.0.0.1:50052", "Where the distribution service listens."),
     Setting("TRACKING_GRPC_ADDR", "127.0.0.1:50053", "Where the tracking service listens."),
+    Setting("WEB_ADDR", "127.0.0.1:8000", "Where the web edge (pages and beacons) listens."),
+    Setting("WEB_SERVICE_TOKEN", "", "The web edge's bearer token (a ROLE_SERVICE user) for calls to the services."),
+    Setting("WEB_COOKIE_SECURE", "0", "1 to mark the edge's cookies Secure (behind HTTPS)."),
     Setting("TRACKING_STREAM_PARTITIONS", "1", "Redis streams the tracking events are spread over, by viewer."),
     Setting("TRACKING_RETENTION_DAYS", "90", "Raw heartbeat events older than this are purged; aggregates stay."),
     Setting("TRACKING_HALF_LIFE_DAYS", "14", "Interest decays by half over this many days."),
@@ -94,6 +97,9 @@ class Settings:
     content_addr: str
     distribution_addr: str
     tracking_addr: str
+    web_addr: str
+    web_service_token: str
+    web_cookie_secure: bool
     tracking_stream_partitions: int
     tracking_retention_days: float
     tracking_half_life_days: float
@@ -194,8 +200,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
         auto_migrate = _flag(env["DATABASE_AUTO_MIGRATE"], database_url.startswith("sqlite"))
         minio_secure = _flag(env["MINIO_SECURE"], False)
+        web_cookie_secure = _flag(env["WEB_COOKIE_SECURE"], False)
     except ConfigError as exc:
-        raise ConfigError(f"DATABASE_AUTO_MIGRATE/MINIO_SECURE: {exc}") from None
+        raise ConfigError(f"DATABASE_AUTO_MIGRATE/MINIO_SECURE/WEB_COOKIE_SECURE: {exc}") from None
     secret_key = _secret_key(env["CONTENTOPS_SECRET_KEY"], data_dir)
     return Settings(
         data_dir=data_dir,
@@ -214,6 +221,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         content_addr=env["CONTENT_GRPC_ADDR"],
         distribution_addr=env["DISTRIBUTION_GRPC_ADDR"],
         tracking_addr=env["TRACKING_GRPC_ADDR"],
+        web_addr=env["WEB_ADDR"],
+        web_service_token=env["WEB_SERVICE_TOKEN"],
+        web_cookie_secure=web_cookie_secure,
         tracking_stream_partitions=_int(env, "TRACKING_STREAM_PARTITIONS"),
         tracking_retention_days=_float(env, "TRACKING_RETENTION_DAYS"),
         tracking_half_life_days=_positive_float(env, "TRACKING_HALF_LIFE_DAYS"),

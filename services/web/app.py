@@ -1,0 +1,136 @@
+"""The edge's ASGI application (Starlette): server-rendered pages, the beacon endpoint, and the security around them.
+
+Every response carries a request id (``X-Request-Id``, also sent to the services
+in gRPC metadata), a Content-Security-Policy without inline script, and no
+referrer (share links carry tokens). A 5xx is logged with its request id and the
+page shows that id, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.shared.settings import Settings
+from services.shared.sharetoken import ShareTokens
+
+from . import customer
+from .backends import Backends
+from .limits import EdgeLimiter
+
+log = logging.getLogger("services.web")
+HERE = Path(__file__).resolve().parent
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
+
+
+class Edge:
+    """What the handlers share: settings, the service clients, the limiter, the templates."""
+
+    def __init__(self, settings: Settings, backends: Backends, limiter: EdgeLimiter) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.limiter = limiter
+        self.templates = templates
+        self.cookie_secure = settings.web_cookie_secure
+        self.share_tokens = ShareTokens(list(settings.share_token_keys))
+
+    def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,
+             headers: dict[str, str] | None = None) -> Response:
+        return self.templates.TemplateResponse(request, name, {"request_id": request_id(request), **context},
+                                               status_code=status, headers=headers)
+
+    def error(self, request: Request, status: int, title: str, detail: str) -> Response:
+        return self.page(request, "error.html", {"title": title, "detail": detail, "status": status}, status=status)
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+class RequestIds:
+    """Give every request an id (or keep a sane one from the proxy), echo it, and turn an uncaught error into a
+    logged 500 page that shows it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if given.isascii() and given.replace("-", "").isalnum() and 8 <= len(given) <= 64 \
+            else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode()), *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("request %s %s failed [request id %s]", scope.get("method"), scope.get("path"), rid)
+            if started:
+                raise
+            body = (f"出错了，请稍后再试。Something went wrong. Request id: {rid}").encode()
+            await send_with_headers({"type": "http.response.start", "status": 500,
+                                     "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | None = None) -> Starlette:
+    edge = Edge(settings, backends, limiter or EdgeLimiter())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        backends.open()
+        try:
+            yield
+        finally:
+            await backends.close()
+
+    def bind(handler: Callable[[Edge, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await handler(edge, request)
+        return endpoint
+
+    async def health(_request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/healthz", health),
+        Route("/s/{token}", bind(customer.share_page), name="share"),
+        Route("/s/{token}/images/{index:int}", bind(customer.share_image)),
+        Route("/t/beat", bind(customer.beacon), methods=["POST"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+
+    async def not_found(request: Request, _exc: Exception) -> Response:
+        return edge.error(request, 404, "页面不存在", "The page you asked for is not here.")
+
+    return Starlette(routes=routes, middleware=[Middleware(RequestIds)], lifespan=lifespan,
+                     exception_handlers={404: not_found})

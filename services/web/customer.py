@@ -1,0 +1,227 @@
+"""The page a rep shares, and the beacon its script reports reading to.
+
+The page is counted when it is served (StartView on the server), so a reader
+without JavaScript is still a view; the script then adds engaged time by the
+tracking protocol (README, "Browser protocol"): visible and focused time only, a
+heartbeat every 10 s, a flush with ``sendBeacon`` when the page is hidden or left.
+Nothing on it names the rep's contacts or other reps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections import OrderedDict
+
+import grpc
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.protos.contentops.distribution.v1 import distribution_pb2 as dpb
+from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
+from services.shared.errors import ServiceError
+from services.shared.sharetoken import ShareToken
+
+from .limits import network_of
+
+log = logging.getLogger("services.web")
+
+VISITOR_COOKIE = "co_vid"
+VISITOR_MAX_AGE = 365 * 86_400
+MAX_BEACON_BYTES = 2_048
+MAX_IMAGE_WIDTH = 720  # phones show posts at most this wide; the rep's page offers the full image to save
+IMAGE_CACHE_BYTES = 64 * 1024 * 1024
+MAX_DELTA_MS = 3_600_000  # the service caps further (the heartbeat interval plus slack)
+
+
+class _ImageCache:
+    """Resized copy images by (image name, sha256): a copy image never changes, so an entry never goes stale."""
+
+    def __init__(self, budget: int = IMAGE_CACHE_BYTES) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: OrderedDict[tuple[str, str], tuple[bytes, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[bytes, str] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple[str, str], item: tuple[bytes, str]) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = item
+            self.used += len(item[0])
+            while self.used > self.budget and self._items:
+                _, (data, _) = self._items.popitem(last=False)
+                self.used -= len(data)
+
+
+images = _ImageCache()
+
+
+def _share(edge, token: str) -> ShareToken:  # type: ignore[no-untyped-def]
+    """The link's post and rep (the signature checked here; expiry is the tracking service's to judge)."""
+    return edge.share_tokens.verify(token)
+
+
+async def share_page(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
+    token = request.path_params["token"]
+    try:
+        share = _share(edge, token)
+    except ServiceError as err:
+        return _refused(edge, request, getattr(grpc.StatusCode, err.status))
+    rid = request.scope["state"]["request_id"]
+    b = edge.backends
+    try:
+        copy = await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
+                                                                               rep=f"reps/{share.rep_id}"), b.metadata(rid))
+        visitor = request.cookies.get(VISITOR_COOKIE, "")
+        started = await _start_view(edge, request, token, visitor)
+    except grpc.aio.AioRpcError as err:
+        return _refused(edge, request, err.code())
+    paragraphs = copy.text.split("\n")
+    response = edge.page(request, "share.html", {
+        "paragraphs": paragraphs, "text": copy.text, "token": token,
+        "images": [{"index": i, "width": min(img.width, MAX_IMAGE_WIDTH),
+                    "height": round(img.height * min(img.width, MAX_IMAGE_WIDTH) / img.width) if img.width else 0}
+                   for i, img in enumerate(copy.images)],
+        "view": started.view, "interval": started.heartbeat_interval_seconds or 10,
+        "forward": str(request.url_for("share", token=started.forward_share_token)) if started.forward_share_token else "",
+    }, headers={"cache-control": "no-store"})
+    response.set_cookie(VISITOR_COOKIE, started.visitor_id, max_age=VISITOR_MAX_AGE, httponly=True, samesite="lax",
+                        secure=edge.cookie_secure)
+    return response
+
+
+async def _start_view(edge, request: Request, token: str, visitor: str) -> tpb.StartViewResponse:  # type: ignore[no-untyped-def]
+    b = edge.backends
+    rid = request.scope["state"]["request_id"]
+    req = tpb.StartViewRequest(share_token=token, visitor_id=visitor, user_agent=request.headers.get("user-agent", "")[:512],
+                               referrer=request.headers.get("referer", "")[:2048],
+                               client_ip=request.client.host if request.client else "")
+    try:
+        return await b.call(b.tracking.StartView, req, b.metadata(rid))
+    except grpc.aio.AioRpcError as err:
+        if err.code() is grpc.StatusCode.INVALID_ARGUMENT and "visitor_id" in (err.details() or "") and visitor:
+            req.visitor_id = ""  # a cookie we did not issue: start afresh
+            return await b.call(b.tracking.StartView, req, b.metadata(rid))
+        raise
+
+
+def _refused(edge, request: Request, code: grpc.StatusCode) -> Response:  # type: ignore[no-untyped-def]
+    if code is grpc.StatusCode.FAILED_PRECONDITION:
+        return edge.error(request, 410, "链接已失效", "This link has expired or the post was withdrawn.")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+        return edge.error(request, 404, "链接无效", "This link is not valid.")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return edge.error(request, 429, "请稍后再试", "Too many requests; try again in a moment.")
+    log.warning("share page unavailable: %s [request id %s]", code.name, request.scope["state"]["request_id"])
+    return edge.error(request, 503, "请稍后再试", "This page is being prepared; try again in a moment.")
+
+
+async def share_image(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
+    token, index = request.path_params["token"], request.path_params["index"]
+    try:
+        share = _share(edge, token)
+    except ServiceError as err:
+        return _refused(edge, request, getattr(grpc.StatusCode, err.status))
+    b = edge.backends
+    md = b.metadata(request.scope["state"]["request_id"])
+    try:
+        copy = await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
+                                                                               rep=f"reps/{share.rep_id}"), md)
+        if not 0 <= index < len(copy.images):
+            return edge.error(request, 404, "图片不存在", "No such image.")
+        image = copy.images[index]
+        key = (image.name, image.sha256)
+        cached = images.get(key)
+        if cached is None:
+            data = b"".join([m.chunk async for m in b.distribution.DownloadCopyImage(
+                dpb.DownloadCopyImageRequest(name=image.name), metadata=md, timeout=10)])
+            cached = await run_in_threadpool(_fit, data)
+            images.put(key, cached)
+    except grpc.aio.AioRpcError as err:
+        return _refused(edge, request, err.code())
+    return Response(cached[0], media_type=cached[1], headers={"cache-control": "private, max-age=3600"})
+
+
+def _fit(data: bytes) -> tuple[bytes, str]:
+    """The image at most MAX_IMAGE_WIDTH wide, re-encoded as the phone needs it (JPEG, or PNG if it has alpha)."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.width <= MAX_IMAGE_WIDTH and im.format in ("JPEG", "PNG"):
+            return data, f"image/{im.format.lower()}"
+        im.thumbnail((MAX_IMAGE_WIDTH, MAX_IMAGE_WIDTH * 4))
+        out = io.BytesIO()
+        if im.mode in ("RGBA", "LA", "P"):
+            im.save(out, "PNG", optimize=True)
+            return out.getvalue(), "image/png"
+        im.convert("RGB").save(out, "JPEG", quality=82, optimize=True, progressive=True)
+        return out.getvalue(), "image/jpeg"
+
+
+class BeaconError(ValueError):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+
+
+def parse_beacon(body: bytes) -> tuple[str, int, int, int, bool]:
+    """(view, seq, engaged ms, scroll %, end) from a beacon body; BeaconError naming the field otherwise."""
+    if len(body) > MAX_BEACON_BYTES:
+        raise BeaconError("body", f"at most {MAX_BEACON_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise BeaconError("body", "expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise BeaconError("body", "expected a JSON object")
+
+    def integer(name: str, low: int, high: int) -> int:
+        value = data.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise BeaconError(name, f"expected an integer in [{low}, {high}]")
+        return value
+
+    view = data.get("view")
+    if not isinstance(view, str) or not view.startswith("views/") or not 7 <= len(view) <= 64:
+        raise BeaconError("view", "expected 'views/<id>'")
+    end = data.get("end", False)
+    if not isinstance(end, bool):
+        raise BeaconError("end", "expected true or false")
+    return view, integer("seq", 1, 1_000_000), integer("engaged_ms", 0, MAX_DELTA_MS), integer("scroll", 0, 100), end
+
+
+async def beacon(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BEACON_BYTES:
+            break
+    try:
+        view, seq, engaged, scroll, end = parse_beacon(body)
+    except BeaconError as err:
+        return Response(str(err), status_code=400, media_type="text/plain")
+    visitor = request.cookies.get(VISITOR_COOKIE, "")
+    ip = request.client.host if request.client else ""
+    if not edge.limiter.allow(visitor or f"ip:{ip}", network_of(ip)):
+        return Response("rate limited", status_code=429, media_type="text/plain", headers={"retry-after": "10"})
+    b = edge.backends
+    md = b.metadata(request.scope["state"]["request_id"])
+    try:
+        beat = tpb.Heartbeat(view=view, seq=seq, engaged_ms_delta=engaged, max_scroll_percent=scroll)
+        await b.tracking.RecordEngagement(iter([tpb.RecordEngagementRequest(heartbeats=[beat])]), metadata=md, timeout=3)
+        if end:
+            await b.call(b.tracking.EndView, tpb.EndViewRequest(view=view, last_seq=seq), md)
+    except grpc.aio.AioRpcError as err:
+        status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
+                  grpc.StatusCode.RESOURCE_EXHAUSTED: 429}.get(err.code(), 503)
+        return Response(err.details() or err.code().name, status_code=status, media_type="text/plain")
+    return Response(status_code=204)
