@@ -81,7 +81,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, seconds:
     raise RuntimeError(f"{what} did not open port {port} within {seconds:.0f}s")
 
 
-def _stop(proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+def stop_process(proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -110,7 +110,7 @@ def s3_endpoint(bucket: str) -> Iterator[tuple[dict[str, str], str]]:
         yield {"MINIO_ENDPOINT": f"127.0.0.1:{port}", "MINIO_ACCESS_KEY": "bench", "MINIO_SECRET_KEY": "bench-secret",
                "MINIO_BUCKET": bucket}, "moto S3"
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -122,7 +122,7 @@ def sink_server() -> Iterator[str]:
         _wait_for_port(port, proc, "gRPC sink")
         yield f"127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 # ---- the content server -------------------------------------------------------------------------
@@ -139,30 +139,32 @@ class Backend:
 
 
 @contextlib.contextmanager
-def content_server(backend: Backend, log_path: Path) -> Iterator[str]:
-    """``python -m services.content`` on a loopback port; yields its address once it answers SERVING."""
+def service_process(module: str, addr_setting: str, env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``python -m <module>`` listening on a loopback port (given as ``addr_setting``), with ``env`` on a clean
+    environment; yields its address once it answers SERVING, and stops it (SIGTERM, then SIGKILL) afterwards."""
     address = f"127.0.0.1:{free_port()}"
-    env = clean_environ(**backend.env, CONTENT_GRPC_ADDR=address, LOG_LEVEL="WARNING",
-                        DATABASE_AUTO_MIGRATE="0",  # seeding migrated it
-                        SCHEDULER_INTERVAL_SECONDS="3600")  # keep the periodic sweeps out of the measurements
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "services.content"], env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", module], env=clean_environ(**{**env, addr_setting: address}),
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while True:
+        while not check(address, timeout=1)[0]:
             if proc.poll() is not None:
-                raise RuntimeError(f"content server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            ok, _ = check(address, timeout=1)
-            if ok:
-                break
+                raise RuntimeError(f"{module} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"content server not SERVING after 60s: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{module} not SERVING after 60s: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)
         yield address
     finally:
-        _stop(proc)
+        stop_process(proc)
+
+
+def content_server(backend: Backend, log_path: Path) -> contextlib.AbstractContextManager[str]:
+    """``python -m services.content`` on a loopback port, its periodic sweeps kept out of the measurements."""
+    return service_process("services.content", "CONTENT_GRPC_ADDR", {
+        **backend.env, "LOG_LEVEL": "WARNING", "DATABASE_AUTO_MIGRATE": "0",  # seeding migrated it
+        "SCHEDULER_INTERVAL_SECONDS": "3600"}, log_path)
 
 
 # ---- statistics and the table ----------------------------------------------------------------------

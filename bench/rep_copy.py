@@ -21,11 +21,9 @@ when MINIO_ENDPOINT is set: every reply carries 9 presigned URLs).
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +35,12 @@ from services.content.events import InProcessEvents
 from services.distribution.app import DistributionApp, InProcessFanout
 from services.protos.contentops.distribution.v1 import distribution_pb2 as pb
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as pb_grpc
-from services.shared.healthcheck import check
 from services.shared.identity.domain import Role
 from services.shared.settings import load_settings
 
 from . import reads
 from .campaign import POST_TEMPLATE, nine_photos
-from .common import ROOT, Backend, clean_environ, free_port, ms, percentile, postgres_database, run_alone, s3_endpoint
+from .common import ROOT, Backend, ms, percentile, postgres_database, run_alone, s3_endpoint, service_process
 
 TARGETS = {1: 0.005, 16: 0.025}  # p99, seconds (issue 3)
 REFERENCE = {1: "0.62 ms", 16: "8.4 ms"}  # a no-op grpcio call's p99 measured on this machine (issue 3)
@@ -102,35 +99,10 @@ def seed(backend: Backend, reps: int) -> Seeded:
         content.close()
 
 
-@contextlib.contextmanager
-def distribution_server(backend: Backend, log_path: Path) -> Iterator[str]:
-    """``python -m services.distribution`` on a loopback port; yields its address once it answers SERVING."""
-    address = f"127.0.0.1:{free_port()}"
-    env = clean_environ(**backend.env, DISTRIBUTION_GRPC_ADDR=address, LOG_LEVEL="WARNING",
-                        DATABASE_AUTO_MIGRATE="0")  # seeding migrated it
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "services.distribution"], env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"distribution server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            if check(address, timeout=1)[0]:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"distribution server not SERVING after 60s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield address
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def distribution_server(backend: Backend, log_path: Path) -> contextlib.AbstractContextManager[str]:
+    """``python -m services.distribution`` on a loopback port."""
+    return service_process("services.distribution", "DISTRIBUTION_GRPC_ADDR",
+                           {**backend.env, "LOG_LEVEL": "WARNING", "DATABASE_AUTO_MIGRATE": "0"}, log_path)  # seeding migrated it
 
 
 def get_rep_copy(seeded: Seeded) -> reads.CallFactory:

@@ -69,7 +69,6 @@ import redis
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
 from services.protos.contentops.tracking.v1 import tracking_pb2_grpc as pb_grpc
-from services.shared.healthcheck import check
 from services.shared.identity.domain import Role
 from services.shared.identity.store import IdentityStore
 from services.shared.ids import new_id
@@ -81,7 +80,7 @@ from services.tracking.domain.engagement import ViewState
 from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
 
 from . import reads
-from .common import ROOT, clean_environ, free_port, ms, percentile, postgres_database, run_alone
+from .common import ROOT, clean_environ, ms, percentile, postgres_database, run_alone, service_process, stop_process
 
 REDIS_DB = 10  # this benchmark's own Redis database (tests use 11-14, bench/campaign.py 15)
 REDIS_URL = f"{(os.environ.get('BENCH_REDIS_URL') or 'redis://127.0.0.1:6379/0').rsplit('/', 1)[0]}/{REDIS_DB}"
@@ -153,34 +152,9 @@ def clean_redis() -> None:
         client.close()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def tracking_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """``python -m services.tracking`` on a loopback port; yields its address once it answers SERVING."""
-    address = f"127.0.0.1:{free_port()}"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "services.tracking"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env=clean_environ(**env, TRACKING_GRPC_ADDR=address))
-    try:
-        deadline = time.monotonic() + 60
-        while not check(address, timeout=1)[0]:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tracking server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tracking server not SERVING after 60s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield address
-    finally:
-        _stop(proc)
+def tracking_server(env: dict[str, str], log_path: Path) -> contextlib.AbstractContextManager[str]:
+    """``python -m services.tracking`` on a loopback port."""
+    return service_process("services.tracking", "TRACKING_GRPC_ADDR", env, log_path)
 
 
 @contextlib.contextmanager
@@ -198,7 +172,7 @@ def consumers(env: dict[str, str], count: int, log_path: Path) -> Iterator[None]
             if proc.poll() is None:
                 proc.terminate()
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
 
 
 def wait_applied(event_log: RedisEventLog, procs_log: Path, timeout: float) -> float:
