@@ -89,10 +89,9 @@ def test_forged_expired_and_unknown_links_get_friendly_pages_with_the_right_stat
     _, token, _ = shared_link(web.track)
     payload, signature = token.split(".")
     forged = f"{payload}.{'A' * len(signature)}"
-    old, _ = ShareTokens(list(web.track.app.settings.share_token_keys)).issue(
-        "01JX0000000000000000000000", 1, "01JX0000000000000000000001", "c", now=time.time() - 400 * 86_400)
-    expired_real, _ = ShareTokens(list(web.track.app.settings.share_token_keys)).child(
-        ShareTokens(list(web.track.app.settings.share_token_keys)).verify(token), now=time.time() - 400 * 86_400)
+    tokens = ShareTokens(list(web.track.app.settings.share_token_keys))
+    old, _ = tokens.issue("01JX0000000000000000000000", 1, "01JX0000000000000000000001", "c", now=time.time() - 400 * 86_400)
+    expired_real, _ = tokens.child(tokens.verify(token), now=time.time() - 400 * 86_400)
     with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
         for path, status in ((f"/s/{forged}", 404), ("/s/not-a-token", 404), (f"/s/{expired_real}", 410),
                              (f"/s/{old}", 404), ("/nowhere", 404), (f"/s/{forged}/images/0", 404)):

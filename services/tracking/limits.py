@@ -54,7 +54,8 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next_sweep = time.monotonic() + 60
 
-    def _allow(self, keys: Sequence[str], limits: Sequence[Limit], cost: int = 1) -> bool:
+    def allow(self, keys: Sequence[str], limits: Sequence[Limit], cost: int = 1) -> bool:
+        """Charge every key against its limit, or none of them if any is over."""
         now = time.monotonic()
         with self._lock:
             if now > self._next_sweep:  # forget keys that are back to full
@@ -69,10 +70,10 @@ class RateLimiter:
         return True
 
     def allow_views(self, keys: Sequence[str]) -> bool:
-        return self._allow([f"v:{k}" for k in keys], [_limit_for(k) for k in keys])
+        return self.allow([f"v:{k}" for k in keys], [_limit_for(k) for k in keys])
 
     def allow_heartbeats(self, view_id: str, count: int) -> bool:
-        return self._allow([f"h:{view_id}"], [self.heartbeats], count)
+        return self.allow([f"h:{view_id}"], [self.heartbeats], count)
 
 
 class RedisRateLimiter(RateLimiter):

@@ -29,7 +29,7 @@ from services.shared.settings import Settings
 from services.shared.sharetoken import ShareTokens
 
 from . import customer
-from .backends import Backends
+from .backends import Backends, request_id
 from .limits import EdgeLimiter
 
 log = logging.getLogger("services.web")
@@ -59,10 +59,6 @@ class Edge:
 
     def error(self, request: Request, status: int, title: str, detail: str) -> Response:
         return self.page(request, "error.html", {"title": title, "detail": detail, "status": status}, status=status)
-
-
-def request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
 
 
 class RequestIds:

@@ -21,6 +21,11 @@ from services.shared.settings import Settings
 DEADLINE = 3.0  # s: a page waits no longer for any one service
 
 
+def request_id(request: Any) -> str:
+    """The id RequestIds gave this request (logged, shown on error pages, sent to the services)."""
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
 @dataclass
 class Backends:
     settings: Settings

@@ -26,6 +26,7 @@ from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 from services.shared.errors import ServiceError
 from services.shared.sharetoken import ShareToken
 
+from .backends import request_id
 from .limits import network_of
 
 log = logging.getLogger("services.web")
@@ -73,24 +74,27 @@ def _share(edge, token: str) -> ShareToken:  # type: ignore[no-untyped-def]
     return edge.share_tokens.verify(token)
 
 
+async def _copy(edge, share: ShareToken, md: tuple[tuple[str, str], ...]) -> dpb.RepCopy:  # type: ignore[no-untyped-def]
+    """The rep's live copy the link names."""
+    b = edge.backends
+    return await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
+                                                                          rep=f"reps/{share.rep_id}"), md)
+
+
 async def share_page(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
     token = request.path_params["token"]
     try:
         share = _share(edge, token)
     except ServiceError as err:
         return _refused(edge, request, getattr(grpc.StatusCode, err.status))
-    rid = request.scope["state"]["request_id"]
-    b = edge.backends
     try:
-        copy = await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
-                                                                               rep=f"reps/{share.rep_id}"), b.metadata(rid))
+        copy = await _copy(edge, share, edge.backends.metadata(request_id(request)))
         visitor = request.cookies.get(VISITOR_COOKIE, "")
         started = await _start_view(edge, request, token, visitor)
     except grpc.aio.AioRpcError as err:
         return _refused(edge, request, err.code())
-    paragraphs = copy.text.split("\n")
     response = edge.page(request, "share.html", {
-        "paragraphs": paragraphs, "text": copy.text, "token": token,
+        "paragraphs": copy.text.split("\n"), "token": token,
         "images": [{"index": i, "width": min(img.width, MAX_IMAGE_WIDTH),
                     "height": round(img.height * min(img.width, MAX_IMAGE_WIDTH) / img.width) if img.width else 0}
                    for i, img in enumerate(copy.images)],
@@ -104,7 +108,7 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
 
 async def _start_view(edge, request: Request, token: str, visitor: str) -> tpb.StartViewResponse:  # type: ignore[no-untyped-def]
     b = edge.backends
-    rid = request.scope["state"]["request_id"]
+    rid = request_id(request)
     req = tpb.StartViewRequest(share_token=token, visitor_id=visitor, user_agent=request.headers.get("user-agent", "")[:512],
                                referrer=request.headers.get("referer", "")[:2048],
                                client_ip=request.client.host if request.client else "")
@@ -124,7 +128,7 @@ def _refused(edge, request: Request, code: grpc.StatusCode) -> Response:  # type
         return edge.error(request, 404, "链接无效", "This link is not valid.")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return edge.error(request, 429, "请稍后再试", "Too many requests; try again in a moment.")
-    log.warning("share page unavailable: %s [request id %s]", code.name, request.scope["state"]["request_id"])
+    log.warning("share page unavailable: %s [request id %s]", code.name, request_id(request))
     return edge.error(request, 503, "请稍后再试", "This page is being prepared; try again in a moment.")
 
 
@@ -135,10 +139,9 @@ async def share_image(edge, request: Request) -> Response:  # type: ignore[no-un
     except ServiceError as err:
         return _refused(edge, request, getattr(grpc.StatusCode, err.status))
     b = edge.backends
-    md = b.metadata(request.scope["state"]["request_id"])
+    md = b.metadata(request_id(request))
     try:
-        copy = await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
-                                                                               rep=f"reps/{share.rep_id}"), md)
+        copy = await _copy(edge, share, md)
         if not 0 <= index < len(copy.images):
             return edge.error(request, 404, "图片不存在", "No such image.")
         image = copy.images[index]
@@ -214,7 +217,7 @@ async def beacon(edge, request: Request) -> Response:  # type: ignore[no-untyped
     if not edge.limiter.allow(visitor or f"ip:{ip}", network_of(ip)):
         return Response("rate limited", status_code=429, media_type="text/plain", headers={"retry-after": "10"})
     b = edge.backends
-    md = b.metadata(request.scope["state"]["request_id"])
+    md = b.metadata(request_id(request))
     try:
         beat = tpb.Heartbeat(view=view, seq=seq, engaged_ms_delta=engaged, max_scroll_percent=scroll)
         await b.tracking.RecordEngagement(iter([tpb.RecordEngagementRequest(heartbeats=[beat])]), metadata=md, timeout=3)
