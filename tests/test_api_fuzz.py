@@ -636,7 +636,7 @@ def test_hostile_messages_never_give_internal(harness: Any, data: st.DataObject)
     reads_still_work(harness, seeded)
 
 
-def _all_strings(desc: Descriptor, value: str, depth: int = 0) -> Any:
+def all_strings(desc: Descriptor, value: str, depth: int = 0) -> Any:
     """An instance of ``desc`` with every string field, at every depth, set to ``value``."""
     msg = message_class(desc)()
     for f in desc.fields:
@@ -646,7 +646,7 @@ def _all_strings(desc: Descriptor, value: str, depth: int = 0) -> Any:
             else:
                 setattr(msg, f.name, value)
         elif f.message_type is not None and depth < 3 and not f.message_type.GetOptions().map_entry:
-            sub = _all_strings(f.message_type, value, depth + 1)
+            sub = all_strings(f.message_type, value, depth + 1)
             if f.is_repeated:
                 getattr(msg, f.name).add().CopyFrom(sub)
             elif f.containing_oneof is None or not msg.WhichOneof(f.containing_oneof.name):
@@ -661,7 +661,7 @@ def test_every_rpc_survives_canned_hostile_requests(harness: Any) -> None:
     seeded = seed(harness)
     for method in METHODS:
         requests: list[bytes] = [b"", b"\xff", b"\x0a\x02\xff\xfe", b"\x0a\x80", b"\x12\x7f"]
-        requests += [_all_strings(method.input_type, v).SerializeToString()
+        requests += [all_strings(method.input_type, v).SerializeToString()
                      for v in ("\x00", "é" * 3000, "posts/\u202e", "a" * 64, "users/x/tokens/y\n")]
         reached = False
         for body in requests:

@@ -72,6 +72,7 @@ from .test_api_fuzz import (
     REVISION_NUMBERS,
     Metadata,
     Seed,
+    all_strings,
     assert_clean,
     hostile_text,
     ids,
@@ -436,22 +437,6 @@ def test_every_rpc_survives_canned_hostile_requests(fz: Dist) -> None:
     """A fixed sweep so no RPC is left to chance: every string field at every depth set to one
     hostile value, as an admin; each RPC must get past the door for an admin."""
     w = world(fz)
-
-    def all_strings(desc: Descriptor, value: str, depth: int = 0) -> Any:
-        msg = message_class(desc)()
-        for f in desc.fields:
-            if f.type == FieldDescriptor.TYPE_STRING:
-                if f.is_repeated:
-                    getattr(msg, f.name).extend([value, value])
-                else:
-                    setattr(msg, f.name, value)
-            elif f.message_type is not None and depth < 3:
-                sub = all_strings(f.message_type, value, depth + 1)
-                if f.is_repeated:
-                    getattr(msg, f.name).add().CopyFrom(sub)
-                else:
-                    getattr(msg, f.name).CopyFrom(sub)
-        return msg
 
     values = ["\x00", "é" * 3000, "posts/\u202e", "a" * 64, "reps/x\n", "teams/east\n", "assets/" + "c" * 63,
               "users/" + "d" * 63, w.copy_a.images[0].name + "\n", w.copy_a.images[0].name.replace("images/0", "images/00"),

@@ -43,6 +43,7 @@ from services.tracking.domain.engagement import MAX_DELTA_MS
 from .helpers import wait_for
 from .test_api_fuzz import (
     Seed,
+    all_strings,
     assert_clean,
     hostile_text,
     ids,
@@ -745,23 +746,6 @@ def test_hostile_messages_to_any_rpc_never_give_internal(track: Track, data: st.
     event(f"{method.name}: {code.name}")
     check(method, who, code, details, requests)
     still_works(w)
-
-
-def all_strings(desc: Descriptor, value: str, depth: int = 0) -> Any:
-    msg = message_class(desc)()
-    for f in desc.fields:
-        if f.type == FieldDescriptor.TYPE_STRING:
-            if f.is_repeated:
-                getattr(msg, f.name).extend([value, value])
-            else:
-                setattr(msg, f.name, value)
-        elif f.message_type is not None and depth < 3:
-            sub = all_strings(f.message_type, value, depth + 1)
-            if f.is_repeated:
-                getattr(msg, f.name).add().CopyFrom(sub)
-            else:
-                getattr(msg, f.name).CopyFrom(sub)
-    return msg
 
 
 def test_every_rpc_survives_canned_hostile_requests(track: Track) -> None:
