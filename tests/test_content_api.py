@@ -340,6 +340,21 @@ def test_editors_may_not_manage_users(harness) -> None:
     assert any(u.name == other.name for u in listed.users)
 
 
+def test_anyone_may_ask_who_they_are_but_only_admins_read_other_users(harness) -> None:
+    admin = harness.md(Role.ADMIN)
+    created = harness.identity.CreateUser(ipb.CreateUserRequest(user=ipb.User(display_name="王销售", role=ipb.ROLE_SALES,
+                                                                              team="teams/east")), metadata=admin)
+    md = (("authorization", f"Bearer {created.secret}"),)
+    me = harness.identity.GetUser(ipb.GetUserRequest(name="users/me"), metadata=md)
+    assert (me.name, me.display_name, me.role, me.team) == (created.user.name, "王销售", ipb.ROLE_SALES, "teams/east")
+    assert harness.identity.GetUser(ipb.GetUserRequest(name=created.user.name), metadata=md).name == me.name
+    other, _ = harness.user(Role.REP)
+    assert code_of(harness.identity.GetUser, ipb.GetUserRequest(name=other.name),
+                   metadata=md) == grpc.StatusCode.PERMISSION_DENIED
+    assert harness.identity.GetUser(ipb.GetUserRequest(name=other.name), metadata=admin).name == other.name
+    assert code_of(harness.identity.GetUser, ipb.GetUserRequest(name="users/me")) == grpc.StatusCode.UNAUTHENTICATED
+
+
 WRITES = {"CreatePost", "UpdatePost", "DeletePost", "ArchivePost", "PublishPost", "CreateTopic", "UpdateTopic",
           "UploadAsset", "ListPostRevisions", "GetPostRevision"}
 

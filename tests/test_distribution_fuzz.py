@@ -116,6 +116,7 @@ ALLOWED: dict[str, set[str]] = {
     "CreateTeam": MANAGERS,
     "ListTeams": EVERYONE,
     "GetRepCopy": {"admin", "rep"},  # a rep only their own (checked below); editors use PreviewCopies
+    "ListRepPosts": {"admin", "rep"},  # a rep only their own (checked below)
     "DownloadCopyImage": {"admin", "rep"},
     "PreviewCopies": MANAGERS,
     "GetCampaignStatus": MANAGERS,
@@ -227,6 +228,7 @@ def world(d: Dist) -> World:
         (m("CreateTeam"), pb.CreateTeamRequest(team=pb.Team(display_name="华南")).SerializeToString()),
         (m("ListTeams"), pb.ListTeamsRequest(page_size=1, page_token=seeded.page_tokens[1]).SerializeToString()),
         (m("GetRepCopy"), pb.GetRepCopyRequest(post=post, rep=rep_a.name).SerializeToString()),
+        (m("ListRepPosts"), pb.ListRepPostsRequest(parent=rep_a.name, page_size=1).SerializeToString()),
         (m("DownloadCopyImage"), pb.DownloadCopyImageRequest(name=copy_a.images[1].name).SerializeToString()),
         (m("PreviewCopies"), pb.PreviewCopiesRequest(post=post, sample_reps=[rep_a.name, rep_c.name])
          .SerializeToString()),
@@ -514,6 +516,7 @@ def valid_request(w: World, name: str) -> Any:
         "CreateTeam": lambda: pb.CreateTeamRequest(team=pb.Team(display_name=f"队{tag}")),
         "ListTeams": lambda: pb.ListTeamsRequest(),
         "GetRepCopy": lambda: pb.GetRepCopyRequest(post=w.post, rep=w.rep_a.name),
+        "ListRepPosts": lambda: pb.ListRepPostsRequest(parent=w.rep_a.name),
         "DownloadCopyImage": lambda: pb.DownloadCopyImageRequest(name=w.copy_a.images[0].name),
         "PreviewCopies": lambda: pb.PreviewCopiesRequest(post=w.post, sample_reps=[w.rep_a.name, w.rep_b.name]),
         "GetCampaignStatus": lambda: pb.GetCampaignStatusRequest(post=w.post),
@@ -546,10 +549,14 @@ def test_authorisation_matrix(fz: Dist) -> None:
                        ("rep_unlinked", w.copy_a.images[0].name)):
         code, details = call(fz, "DownloadCopyImage", pb.DownloadCopyImageRequest(name=image), md[who])
         assert code == DENIED, (who, image, code, details)
+    for who, rep in (("rep", w.rep_b), ("rep_b", w.rep_a), ("rep_unlinked", w.rep_a)):
+        code, details = call(fz, "ListRepPosts", pb.ListRepPostsRequest(parent=rep.name), md[who])
+        assert code == DENIED, (who, rep.name, code, details)
     # Someone else's copy is refused before anything about it is looked up (no probing).
     for rep in ("reps/nobody", "reps/" + "z" * 26):
         code, _ = call(fz, "GetRepCopy", pb.GetRepCopyRequest(post=w.post, rep=rep), md["rep"])
         assert code == DENIED
+        assert call(fz, "ListRepPosts", pb.ListRepPostsRequest(parent=rep), md["rep"])[0] == DENIED
     assert call(fz, "GetRepCopy", pb.GetRepCopyRequest(post=w.draft, rep=w.rep_a.name), md["rep"])[0] == (
         grpc.StatusCode.FAILED_PRECONDITION)
 
@@ -617,6 +624,7 @@ def every_rpc(stub: pb_grpc.DistributionServiceStub, md: Metadata) -> dict[str, 
         "GetRep": lambda: stub.GetRep(pb.GetRepRequest(name=rep), metadata=md),
         "ListReps": lambda: stub.ListReps(pb.ListRepsRequest(), metadata=md),
         "GetRepCopy": lambda: stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep), metadata=md),
+        "ListRepPosts": lambda: stub.ListRepPosts(pb.ListRepPostsRequest(parent=rep), metadata=md),
         "GetCampaignStatus": lambda: stub.GetCampaignStatus(pb.GetCampaignStatusRequest(post=post), metadata=md),
         "CreateRep": lambda: stub.CreateRep(pb.CreateRepRequest(rep=pb.Rep(display_name="x")), metadata=md),
         "UpdateRep": lambda: stub.UpdateRep(pb.UpdateRepRequest(rep=pb.Rep(name=rep, store="y"),
@@ -643,7 +651,7 @@ def test_database_down_gives_unavailable(tmp_path: Path) -> None:
             # (as an admin for every RPC, and as a rep for their own copy).
             everything = {m.name for m in METHODS}
             for who, names in ((None, everything), (admin, everything),
-                               (rep, {"GetRep", "GetRepCopy", "DownloadCopyImage", "ListTeams"})):
+                               (rep, {"GetRep", "GetRepCopy", "ListRepPosts", "DownloadCopyImage", "ListTeams"})):
                 with serve(app, None if who is None else (lambda _id, _secret, p=who: p)) as stub:
                     calls = every_rpc(stub, md)
                     assert set(calls) == everything

@@ -39,11 +39,13 @@ ROLES = {
     # service) fetches the copy a share link names, to show it to whoever opened the link.
     "GetRepCopy": frozenset({Role.REP, Role.ADMIN, Role.SERVICE}),
     "DownloadCopyImage": frozenset({Role.REP, Role.ADMIN, Role.SERVICE}),
+    "ListRepPosts": frozenset({Role.REP, Role.ADMIN}),
     "PreviewCopies": MANAGERS,
     "GetCampaignStatus": MANAGERS,
     "GetDistinctnessReport": MANAGERS,
 }
 
+COPY_STATES = {"pending": pb.COPY_STATE_PENDING, "ready": pb.COPY_STATE_READY, "failed": pb.COPY_STATE_FAILED}
 REP_PATHS = ("display_name", "signature", "store", "region", "team", "contact_qr_asset", "user")
 
 
@@ -153,6 +155,16 @@ class DistributionServicer(pb_grpc.DistributionServiceServicer):
         post_id = parse_name(request.post, "posts", "post")
         rep_id = parse_name(request.rep, "reps", "rep")
         return copy_to_pb(self.service.get_rep_copy(current_principal(), post_id, rep_id))
+
+    def ListRepPosts(self, request: pb.ListRepPostsRequest, context: grpc.ServicerContext) -> pb.ListRepPostsResponse:
+        rep_id = parse_name(request.parent, "reps", "parent")
+        posts, token = self._page(request, {"m": "ListRepPosts", "rep": rep_id},
+                                  lambda before, n: self.service.list_rep_posts(current_principal(), rep_id, before, n),
+                                  lambda p: p.campaign_id)
+        return pb.ListRepPostsResponse(posts=[pb.RepPost(
+            post=f"posts/{p.post_id}", revision=f"posts/{p.post_id}/revisions/{p.revision}", title=p.title,
+            publish_time=to_timestamp(p.publish_time), copy_state=COPY_STATES[p.copy_state], excerpt=p.excerpt)
+            for p in posts], next_page_token=token)
 
     def DownloadCopyImage(self, request: pb.DownloadCopyImageRequest,
                           context: grpc.ServicerContext) -> Iterator[pb.DownloadCopyImageResponse]:

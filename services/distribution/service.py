@@ -95,6 +95,22 @@ class CopyView:
         return f"posts/{self.post_id}/revisions/{self.revision}/copies/{self.rep_id}"
 
 
+EXCERPT_CHARS = 80
+
+
+@dataclass(frozen=True)
+class RepPost:
+    """A live post as the rep's list shows it (``copy_state``: pending | ready | failed)."""
+
+    campaign_id: str
+    post_id: str
+    revision: int
+    title: str
+    publish_time: datetime
+    copy_state: str
+    excerpt: str
+
+
 @dataclass(frozen=True)
 class CampaignStatus:
     post_id: str
@@ -588,6 +604,37 @@ class DistributionService:
                     failed = s.get(CopyRow, (campaign_id, rep_id))
                     raise FailedPrecondition(f"this copy could not be rendered: {failed.failure if failed else ''}")
         return self._view(campaign_id, rep_id)
+
+    def list_rep_posts(self, who: Principal, rep_id: str, before: str | None, limit: int) -> list[RepPost]:
+        """The live revision of every servable post that targets the rep, newest first, campaigns before
+        ``before`` (a campaign id: ULIDs sort by time). A rep who joined a targeted team after publishing sees
+        the post too (GetRepCopy renders their copy on demand)."""
+        if who.role is Role.REP and who.rep != f"reps/{rep_id}":
+            raise PermissionDenied("reps may list only their own posts")
+        latest = (select(CampaignRow.post_id, func.max(CampaignRow.revision).label("revision"))
+                  .group_by(CampaignRow.post_id).subquery())
+        q = (select(CampaignRow, CopyRow.state, CopyRow.text)
+             .join(latest, (latest.c.post_id == CampaignRow.post_id) & (latest.c.revision == CampaignRow.revision))
+             .outerjoin(PostRow, PostRow.id == CampaignRow.post_id)
+             .outerjoin(CopyRow, (CopyRow.campaign_id == CampaignRow.id) & (CopyRow.rep_id == rep_id))
+             .where(PostRow.state.is_(None) | PostRow.state.not_in(("ARCHIVED", "DELETED")))
+             .order_by(CampaignRow.id.desc()))
+        if before:
+            q = q.where(CampaignRow.id < before)
+        found: list[RepPost] = []
+        with self.db.read() as s:
+            rep = s.get(RepRow, rep_id)
+            if rep is None:
+                raise NotFound(f"reps/{rep_id} not found")
+            for campaign, state, text in s.execute(q.execution_options(yield_per=200)):
+                snapshot = events_pb2.PostContentSnapshot.FromString(campaign.snapshot)
+                if state is None and snapshot.target_teams and f"teams/{rep.team_id}" not in snapshot.target_teams:
+                    continue  # not targeted (a copy row means it was, when planned)
+                found.append(RepPost(campaign.id, campaign.post_id, campaign.revision, snapshot.title,
+                                     as_utc(campaign.create_time), state or "pending", (text or "")[:EXCERPT_CHARS]))
+                if len(found) >= limit:
+                    break
+        return found
 
     def _plan_late_rep(self, campaign_id: str, rep_id: str) -> None:
         """A rep who joined a targeted team after publishing gets the farthest unused variant."""

@@ -16,7 +16,8 @@ from .store import IdentityStore, TokenInfo
 ADMIN = frozenset({Role.ADMIN})
 ROLES = {
     "CreateUser": ADMIN,
-    "GetUser": ADMIN,
+    # Anyone may read "users/me" (who a token belongs to: the web edge's sign-in); admins any user.
+    "GetUser": frozenset(Role),
     "ListUsers": ADMIN,
     "CreateToken": ADMIN,
     "RevokeToken": frozenset(Role),  # anyone may revoke their own token; admins any
@@ -78,7 +79,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                                      secret=secret)
 
     def GetUser(self, request: pb.GetUserRequest, context: grpc.ServicerContext) -> pb.User:
-        user_id = parse_name(request.name, "users")
+        who = current_principal()
+        user_id = who.id if request.name == "users/me" else parse_name(request.name, "users")
+        if who.role is not Role.ADMIN and user_id != who.id:
+            raise PermissionDenied("only admins may read other users; ask for 'users/me'")
         return user_to_pb(self.store.get_user(user_id), self.store.user_create_time(user_id))
 
     def ListUsers(self, request: pb.ListUsersRequest, context: grpc.ServicerContext) -> pb.ListUsersResponse:

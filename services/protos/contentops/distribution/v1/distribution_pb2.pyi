@@ -3,12 +3,24 @@ import datetime
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CopyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COPY_STATE_UNSPECIFIED: _ClassVar[CopyState]
+    COPY_STATE_PENDING: _ClassVar[CopyState]
+    COPY_STATE_READY: _ClassVar[CopyState]
+    COPY_STATE_FAILED: _ClassVar[CopyState]
+COPY_STATE_UNSPECIFIED: CopyState
+COPY_STATE_PENDING: CopyState
+COPY_STATE_READY: CopyState
+COPY_STATE_FAILED: CopyState
 
 class Rep(_message.Message):
     __slots__ = ("name", "display_name", "signature", "store", "region", "team", "contact_qr_asset", "user", "create_time", "etag")
@@ -153,6 +165,40 @@ class ListTeamsResponse(_message.Message):
     teams: _containers.RepeatedCompositeFieldContainer[Team]
     next_page_token: str
     def __init__(self, teams: _Optional[_Iterable[_Union[Team, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListRepPostsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRepPostsResponse(_message.Message):
+    __slots__ = ("posts", "next_page_token")
+    POSTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    posts: _containers.RepeatedCompositeFieldContainer[RepPost]
+    next_page_token: str
+    def __init__(self, posts: _Optional[_Iterable[_Union[RepPost, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RepPost(_message.Message):
+    __slots__ = ("post", "revision", "title", "publish_time", "copy_state", "excerpt")
+    POST_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    COPY_STATE_FIELD_NUMBER: _ClassVar[int]
+    EXCERPT_FIELD_NUMBER: _ClassVar[int]
+    post: str
+    revision: str
+    title: str
+    publish_time: _timestamp_pb2.Timestamp
+    copy_state: CopyState
+    excerpt: str
+    def __init__(self, post: _Optional[str] = ..., revision: _Optional[str] = ..., title: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., copy_state: _Optional[_Union[CopyState, str]] = ..., excerpt: _Optional[str] = ...) -> None: ...
 
 class GetRepCopyRequest(_message.Message):
     __slots__ = ("post", "rep")

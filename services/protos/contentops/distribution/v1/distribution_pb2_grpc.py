@@ -72,6 +72,11 @@ class DistributionServiceStub:
                 request_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.GetRepCopyRequest.SerializeToString,
                 response_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.RepCopy.FromString,
                 _registered_method=True)
+        self.ListRepPosts = channel.unary_unary(
+                '/contentops.distribution.v1.DistributionService/ListRepPosts',
+                request_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.ListRepPostsRequest.SerializeToString,
+                response_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.ListRepPostsResponse.FromString,
+                _registered_method=True)
         self.PreviewCopies = channel.unary_unary(
                 '/contentops.distribution.v1.DistributionService/PreviewCopies',
                 request_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.PreviewCopiesRequest.SerializeToString,
@@ -143,6 +148,14 @@ class DistributionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRepPosts(self, request, context):
+        """The posts for a rep, newest first: the live revision of every published
+        post that targets them, with the state of their copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreviewCopies(self, request, context):
         """Renders copies for sample reps without storing anything (editors only).
         """
@@ -206,6 +219,11 @@ def add_DistributionServiceServicer_to_server(servicer, server):
                     servicer.GetRepCopy,
                     request_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.GetRepCopyRequest.FromString,
                     response_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.RepCopy.SerializeToString,
+            ),
+            'ListRepPosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRepPosts,
+                    request_deserializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.ListRepPostsRequest.FromString,
+                    response_serializer=contentops_dot_distribution_dot_v1_dot_distribution__pb2.ListRepPostsResponse.SerializeToString,
             ),
             'PreviewCopies': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewCopies,
@@ -420,6 +438,33 @@ class DistributionService:
             '/contentops.distribution.v1.DistributionService/GetRepCopy',
             contentops_dot_distribution_dot_v1_dot_distribution__pb2.GetRepCopyRequest.SerializeToString,
             contentops_dot_distribution_dot_v1_dot_distribution__pb2.RepCopy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRepPosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentops.distribution.v1.DistributionService/ListRepPosts',
+            contentops_dot_distribution_dot_v1_dot_distribution__pb2.ListRepPostsRequest.SerializeToString,
+            contentops_dot_distribution_dot_v1_dot_distribution__pb2.ListRepPostsResponse.FromString,
             options,
             channel_credentials,
             insecure,

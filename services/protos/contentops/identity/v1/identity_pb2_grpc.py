@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class IdentityServiceStub:
     """IdentityService manages the principals that call ContentOps and their bearer
-    tokens. Only admins may call it, except RevokeToken on one's own token.
+    tokens. Only admins may call it, except GetUser on "users/me" (who a token
+    belongs to) and RevokeToken on one's own token.
     """
 
     def __init__(self, channel):
@@ -65,7 +66,8 @@ class IdentityServiceStub:
 
 class IdentityServiceServicer:
     """IdentityService manages the principals that call ContentOps and their bearer
-    tokens. Only admins may call it, except RevokeToken on one's own token.
+    tokens. Only admins may call it, except GetUser on "users/me" (who a token
+    belongs to) and RevokeToken on one's own token.
     """
 
     def CreateUser(self, request, context):
@@ -138,7 +140,8 @@ def add_IdentityServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class IdentityService:
     """IdentityService manages the principals that call ContentOps and their bearer
-    tokens. Only admins may call it, except RevokeToken on one's own token.
+    tokens. Only admins may call it, except GetUser on "users/me" (who a token
+    belongs to) and RevokeToken on one's own token.
     """
 
     @staticmethod
