@@ -14,10 +14,8 @@
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,12 +26,9 @@ from services.tracking.models import ViewRow
 
 from .helpers import wait_for
 from .tracking_harness import Track, build_track
-from .web_harness import Web, serve_web
+from .web_harness import ARTIFACTS, PHONE_UA, Web, chromium, serve_web
 
 BODY = "第一步：和孩子一起观察身边的颜色。\n第二步：用三种材料做一件小作品。\n价格 199 元，详见 https://example.com/camp"
-PHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-            "Mobile/15E148 MicroMessenger/8.0.47")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts" / "web"
 
 
 @pytest.fixture
@@ -144,20 +139,6 @@ def test_the_beacon_rate_limits_a_flooding_visitor_without_affecting_another(web
 
 
 # ---- a real browser -------------------------------------------------------------------------------------------
-
-
-def chromium(user_agent: str):  # type: ignore[no-untyped-def]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.fail("Debian's chromium and chromium-driver are needed (make test installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")  # type: ignore[assignment]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=390,844", f"--user-agent={user_agent}"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
 @pytest.mark.slow

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
+import pytest
 import uvicorn
 
 from services.web.app import build_app
@@ -21,13 +26,66 @@ class Web:
     track: Track
     url: str  # http://127.0.0.1:<port>
 
+    def signin_url(self, md: tuple[tuple[str, str], ...]) -> str:
+        """The sign-in link headquarters would send the holder of these credentials."""
+        return f"{self.url}/signin?token={dict(md)['authorization'].removeprefix('Bearer ')}"
+
+    def client(self, md: tuple[tuple[str, str], ...] | None = None) -> httpx.Client:
+        """An HTTP client, signed in with ``md``'s token when given (the session cookie kept)."""
+        client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
+        if md is not None:
+            r = client.get(self.signin_url(md))
+            assert r.status_code == 303, (r.status_code, r.text[:300])
+        return client
+
+
+PHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Mobile/15E148 MicroMessenger/8.0.47")  # headless Chrome's own UA says "HeadlessChrome": a bot
+ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts" / "web"  # phone screenshots
+
+
+def chromium(user_agent: str = PHONE_UA):  # type: ignore[no-untyped-def]
+    """Debian's chromium, headless, phone-sized (390×844), driven by Selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("Debian's chromium and chromium-driver are needed (make test installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")  # type: ignore[assignment]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--window-size=390,844", f"--user-agent={user_agent}"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+
+
+def screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """A phone-size screenshot of the whole page as a test artifact (var/test-artifacts/web/<name>.png)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 3000)")
+    driver.set_window_size(390, max(844, int(height) + 120))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(390, 844)
+    return path
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF field on the page"
+    return m.group(1)
+
 
 def serve_web(track: Track) -> Iterator[Web]:
     """The edge on a free port, calling the harness's distribution and tracking servers with a service token; the
     tracking ingest back on real time (browsers read in real time)."""
     assert track.addresses is not None
     token = dict(track.edge)["authorization"].removeprefix("Bearer ")
-    settings = track.app.settings.replace(distribution_addr=track.addresses["distribution"],
+    settings = track.app.settings.replace(content_addr=track.harness.address,  # type: ignore[attr-defined]
+                                          distribution_addr=track.addresses["distribution"],
                                           tracking_addr=track.addresses["tracking"], web_service_token=token)
     track.app.ingest.clock = time.time
     port = infra.free_port()

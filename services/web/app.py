@@ -9,6 +9,7 @@ page shows that id, never a stack trace.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,8 +19,9 @@ from typing import Any
 import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -28,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.shared.settings import Settings
 from services.shared.sharetoken import ShareTokens
 
-from . import customer
+from . import customer, editor, rep, sales, sessions
 from .backends import Backends, request_id
 from .limits import EdgeLimiter
 
@@ -54,8 +56,18 @@ class Edge:
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,
              headers: dict[str, str] | None = None) -> Response:
-        return self.templates.TemplateResponse(request, name, {"request_id": request_id(request), **context},
-                                               status_code=status, headers=headers)
+        """A page from a template; a signed-in user's pages also get ``user`` and ``csrf`` (for every form).
+        Pages with a user are never cached (they show personal data)."""
+        user = sessions.current_user(request) if "session" in request.scope else None
+        extra: dict[str, Any] = {"request_id": request_id(request), "user": user}
+        if user is not None:
+            extra["csrf"] = sessions.csrf_token(request)
+            headers = {"cache-control": "no-store", **(headers or {})}
+        return self.templates.TemplateResponse(request, name, {**extra, **context}, status_code=status, headers=headers)
+
+    def log_unavailable(self, request: Request, code: Any) -> None:
+        log.warning("%s %s: a service answered %s [request id %s]", request.method, request.url.path,
+                    getattr(code, "name", code), request_id(request))
 
     def error(self, request: Request, status: int, title: str, detail: str) -> Response:
         return self.page(request, "error.html", {"title": title, "detail": detail, "status": status}, status=status)
@@ -117,16 +129,29 @@ def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | Non
     async def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def home(request: Request) -> Response:
+        user = sessions.current_user(request)
+        return RedirectResponse(sessions.HOMES[user.role] if user else "/signin", status_code=303)
+
     routes = [
         Route("/healthz", health),
         Route("/s/{token}", bind(customer.share_page), name="share"),
         Route("/s/{token}/images/{index:int}", bind(customer.share_image)),
         Route("/t/beat", bind(customer.beacon), methods=["POST"]),
+        Route("/", home),
+        Route("/signin", bind(sessions.signin_page), methods=["GET"]),
+        Route("/signin", bind(sessions.signin_post), methods=["POST"]),
+        Route("/signout", bind(sessions.signout), methods=["POST"]),
+        *(Route(path, bind(handler), methods=methods, name=name)
+          for path, handler, methods, name in (*rep.ROUTES, *sales.ROUTES, *editor.ROUTES)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
     async def not_found(request: Request, _exc: Exception) -> Response:
         return edge.error(request, 404, "页面不存在", "The page you asked for is not here.")
 
-    return Starlette(routes=routes, middleware=[Middleware(RequestIds)], lifespan=lifespan,
-                     exception_handlers={404: not_found})
+    session_key = hashlib.sha256(b"web-session:" + settings.secret_key).hexdigest()
+    middleware = [Middleware(RequestIds),
+                  Middleware(SessionMiddleware, secret_key=session_key, session_cookie=sessions.SESSION_COOKIE,
+                             max_age=sessions.SESSION_MAX_AGE, same_site="lax", https_only=settings.web_cookie_secure)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={404: not_found})

@@ -14,7 +14,9 @@ from typing import Any
 
 import grpc
 
+from services.protos.contentops.content.v1 import content_pb2_grpc as cpb_grpc
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as dpb_grpc
+from services.protos.contentops.identity.v1 import identity_pb2_grpc as ipb_grpc
 from services.protos.contentops.tracking.v1 import tracking_pb2_grpc as tpb_grpc
 from services.shared.settings import Settings
 
@@ -31,14 +33,19 @@ class Backends:
     settings: Settings
     service_token: str
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+    content: cpb_grpc.ContentServiceStub | None = None
+    identity: ipb_grpc.IdentityServiceStub | None = None
     distribution: dpb_grpc.DistributionServiceStub | None = None
     tracking: tpb_grpc.TrackingServiceStub | None = None
 
     def open(self) -> None:
         """Open the channels (inside the running event loop)."""
+        content = grpc.aio.insecure_channel(self.settings.content_addr)  # content and identity share a server
         dist = grpc.aio.insecure_channel(self.settings.distribution_addr)
         track = grpc.aio.insecure_channel(self.settings.tracking_addr)
-        self.channels = [dist, track]
+        self.channels = [content, dist, track]
+        self.content = cpb_grpc.ContentServiceStub(content)
+        self.identity = ipb_grpc.IdentityServiceStub(content)
         self.distribution = dpb_grpc.DistributionServiceStub(dist)
         self.tracking = tpb_grpc.TrackingServiceStub(track)
 

@@ -1,0 +1,3 @@
+"""The editor console (being built)."""
+
+ROUTES: list = []

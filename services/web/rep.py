@@ -1,0 +1,3 @@
+"""The rep page (being built)."""
+
+ROUTES: list = []

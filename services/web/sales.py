@@ -1,0 +1,3 @@
+"""The sales console (being built)."""
+
+ROUTES: list = []
