@@ -42,5 +42,5 @@ def test_a_long_read_becomes_a_tag_with_evidence_and_a_lead(track: Track) -> Non
     assert evidence.post_title == "5岁小姑娘的创造力启蒙三步走" and evidence.engaged_seconds >= 60
     assert "分钟" in evidence.description and profile.timeline
     leads = track.stub.ListLeads(pb.ListLeadsRequest(parent=rep.name), metadata=md)
-    assert [lead.contact.name for lead in leads.leads] == [link.contact.name]
+    assert [lead.contact.name for lead in leads.leads] == [link.contact.name] and leads.leads[0].contact.named
     assert "早教" in leads.leads[0].talking_point and leads.leads[0].reason

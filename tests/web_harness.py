@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -30,13 +31,15 @@ class Web:
         """The sign-in link headquarters would send the holder of these credentials."""
         return f"{self.url}/signin?token={dict(md)['authorization'].removeprefix('Bearer ')}"
 
-    def client(self, md: tuple[tuple[str, str], ...] | None = None) -> httpx.Client:
-        """An HTTP client, signed in with ``md``'s token when given (the session cookie kept)."""
-        client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
-        if md is not None:
-            r = client.get(self.signin_url(md))
-            assert r.status_code == 303, (r.status_code, r.text[:300])
-        return client
+    @contextlib.contextmanager
+    def client(self, md: tuple[tuple[str, str], ...] | None = None) -> Iterator[httpx.Client]:
+        """``with web.client(md) as c``: an HTTP client, signed in with ``md``'s token when given (the session
+        cookie kept); redirects are not followed, so tests see them."""
+        with httpx.Client(base_url=self.url, follow_redirects=False, timeout=30) as client:
+            if md is not None:
+                r = client.get(self.signin_url(md))
+                assert r.status_code == 303, (r.status_code, r.text[:300])
+            yield client
 
 
 PHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -79,15 +82,31 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
+class RealTimeClock:
+    """The ingest's receive clock for tests with a browser: real time (browsers read in real time), moved ahead by
+    ``advance`` so a simulated reader (``Track.read``) can still read for minutes at once."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 def serve_web(track: Track) -> Iterator[Web]:
     """The edge on a free port, calling the harness's distribution and tracking servers with a service token; the
-    tracking ingest back on real time (browsers read in real time)."""
+    tracking ingest back on real time (browsers read in real time; RealTimeClock)."""
     assert track.addresses is not None
     token = dict(track.edge)["authorization"].removeprefix("Bearer ")
     settings = track.app.settings.replace(content_addr=track.harness.address,  # type: ignore[attr-defined]
                                           distribution_addr=track.addresses["distribution"],
                                           tracking_addr=track.addresses["tracking"], web_service_token=token)
-    track.app.ingest.clock = time.time
+    clock = RealTimeClock()
+    track.app.ingest.clock = clock
+    track.clock = clock  # type: ignore[assignment]  # track.read() still simulates minutes of reading at once
     port = infra.free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(settings, Backends(settings, token)), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))

@@ -149,9 +149,10 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         offset = self.tokens.decode(request.page_token, query) or 0
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise InvalidArgument("page_token", "not a page token issued by this service")
-        found = self.service.list_leads(current_principal(), rep_id, day, offset, size + 1)
+        found, named = self.service.list_leads(current_principal(), rep_id, day, offset, size + 1)
         more = len(found) > size
-        leads = [pb.Lead(contact=pb.Contact(name=f"reps/{rep_id}/contacts/{lead.contact_id}", display_name=lead.display_name),
+        leads = [pb.Lead(contact=pb.Contact(name=f"reps/{rep_id}/contacts/{lead.contact_id}", display_name=lead.display_name,
+                                            named=lead.contact_id in named),
                          reason=lead.reason, talking_point=lead.talking_point, score=lead.score, top_topic=lead.top_topic,
                          last_read=pb.Evidence(post=f"posts/{lead.last_read.post_id}", post_title=lead.last_read.post_title,
                                                read_time=to_timestamp(lead.last_read.at),

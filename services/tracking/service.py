@@ -221,13 +221,16 @@ class TrackingService:
         return EvidenceView(e.post_id, e.post_title, e.read_at, e.engaged_seconds, e.completeness,
                             describe_read(e.post_title, e.engaged_seconds * 1000, e.read_at, now, self.tz))
 
-    def list_leads(self, who: Principal, rep_id: str, day: date | None, offset: int, limit: int) -> list[leads.Lead]:
+    def list_leads(self, who: Principal, rep_id: str, day: date | None, offset: int,
+                   limit: int) -> tuple[list[leads.Lead], set[str]]:
+        """The rep's leads for ``day``, and which of their contacts are named (came through a per-contact link)."""
         now = self.clock()
         at = leads.ranking_time(day, now, self.tz)
         with self.db.read() as s:
             self.check_rep_scope(s, who, rep_id)
             if at is not now:  # an earlier day: rank from that day's visits
-                return self._leads_of_day(s, rep_id, day, now)[offset:offset + limit]
+                found, named = self._leads_of_day(s, rep_id, day, now)
+                return found[offset:offset + limit], named
             rows = list(s.scalars(
                 select(ContactRow).where(ContactRow.rep_id == rep_id, ContactRow.lead_key.is_not(None),
                                          ContactRow.last_activity > at - leads.LEAD_LOOKBACK)
@@ -250,7 +253,7 @@ class TrackingService:
                 candidates.append(leads.LeadCandidate(r.id, r.display_name, score, as_utc(r.last_activity),  # type: ignore[arg-type]
                                                       self._read(headline, posts), self._read(last, posts),
                                                       top_name or top_id, top_id))
-        return leads.rank_leads(candidates, now=now, tz=self.tz)
+        return leads.rank_leads(candidates, now=now, tz=self.tz), {r.id for r in rows if r.named}
 
     @staticmethod
     def _read(v: VisitRow, posts: Posts) -> leads.Read:
@@ -268,7 +271,7 @@ class TrackingService:
                 best[r.contact_id] = (value, r.topic)
         return {c: t for c, (_, t) in best.items()}
 
-    def _leads_of_day(self, s: Session, rep_id: str, day: date | None, now: datetime) -> list[leads.Lead]:
+    def _leads_of_day(self, s: Session, rep_id: str, day: date | None, now: datetime) -> tuple[list[leads.Lead], set[str]]:
         at = leads.ranking_time(day, now, self.tz)
         since = at - max(leads.LEAD_LOOKBACK, timedelta(days=90))
         contacts = list(s.scalars(select(ContactRow).where(ContactRow.rep_id == rep_id,
@@ -276,7 +279,8 @@ class TrackingService:
         posts = Posts(s)
         visits = visits_of(s, [c.id for c in contacts], since, posts)
         entries = [(c.id, c.display_name, [v for v in visits[c.id] if v.started_at <= at]) for c in contacts]
-        return leads.leads_for_day(entries, day, now, tz=self.tz, topic_names=posts.topic_names())
+        return (leads.leads_for_day(entries, day, now, tz=self.tz, topic_names=posts.topic_names()),
+                {c.id for c in contacts if c.named})
 
     # ---- analytics for editors ------------------------------------------------------------------------------
 
