@@ -70,9 +70,12 @@ reformat: $(STAMP)
 migrate: $(STAMP)
 	$(VENV)/bin/contentops migrate
 
-## serve: every service in one process on the embedded default (content :50051, distribution :50052)
-serve: $(STAMP)
-	$(PY) -m services
+## run: every service and the web edge (http://127.0.0.1:8000) in one process on the embedded default, serving
+## the data `make demo` left in var/demo (set CONTENTOPS_DATA_DIR, or DATABASE_URL etc., to serve other data)
+run: $(STAMP)
+	CONTENTOPS_DATA_DIR=$${CONTENTOPS_DATA_DIR:-var/demo} $(PY) -m services
+
+serve: run
 
 clean:
 	rm -rf $(VENV) node_modules var demo-out .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""``python -m services``: every service in one process, for the embedded default.
+"""``python -m services`` (``make run``): every service and the web edge in one process, for the embedded default.
 
 On the embedded default there is no broker, so the content service's publish
 events reach the distribution and tracking services through an in-process
@@ -6,29 +6,78 @@ subscription, rendering runs on an in-process pool, and the tracking event log
 is in memory with its consumer on a thread. With ``REDIS_URL`` set, run the services
 as separate processes (``python -m services.content``, ``python -m
 services.distribution``, ``python -m services.tracking``, ``python -m
-services.tracking.consumer``) with Celery workers instead; this runner refuses, so
-events are never split between an in-process subscriber and the broker.
+services.tracking.consumer``, ``python -m services.web``) with Celery workers instead;
+this runner refuses, so events are never split between an in-process subscriber and
+the broker.
+
+The web edge (uvicorn, on WEB_ADDR) runs on a thread of its own and calls the
+services over gRPC like any other client, with WEB_SERVICE_TOKEN or, when that is
+empty, a service token this runner keeps in the data folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
 
 from services.content.__main__ import build_server as build_content_server
 from services.content.app import ContentApp
 from services.content.events import InProcessEvents
 from services.distribution.__main__ import build_server as build_distribution_server
 from services.distribution.app import DistributionApp
+from services.shared.identity.domain import Role, parse_bearer
+from services.shared.identity.store import IdentityStore
 from services.shared.logs import configure_logging
 from services.shared.periodic import PeriodicRunner
 from services.shared.settings import load_settings
 from services.tracking.__main__ import build_server as build_tracking_server
 from services.tracking.app import TrackingApp
+from services.web.app import build_app
+from services.web.backends import Backends
 
 log = logging.getLogger("services")
+SERVICE_TOKEN_FILE = "web-service.token"
+
+
+def embedded_service_token(identity: IdentityStore, data_dir: Path) -> str:
+    """The web edge's service token on the embedded default: kept in the data folder (owner-only), made once."""
+    path = data_dir / SERVICE_TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        try:
+            if identity.authenticate(*parse_bearer(f"Bearer {token}")).role is Role.SERVICE:
+                return token
+        except Exception:  # noqa: BLE001 - revoked, or from another database: make a new one
+            log.info("the stored web service token no longer works; making a new one")
+    _, _, token = identity.create_user("web edge", Role.SERVICE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
+def start_web(settings, identity: IdentityStore) -> tuple[uvicorn.Server, threading.Thread]:  # type: ignore[no-untyped-def]
+    token = settings.web_service_token or embedded_service_token(identity, settings.data_dir)
+    web_settings = settings.replace(web_service_token=token)
+    host, _, port = settings.web_addr.rpartition(":")
+    server = uvicorn.Server(uvicorn.Config(build_app(web_settings, Backends(web_settings, token)), host=host or "127.0.0.1",
+                                           port=int(port), log_level="warning", lifespan="on", server_header=False))
+    thread = threading.Thread(target=server.run, name="web-edge", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SystemExit(f"the web edge could not start on {settings.web_addr}")
+        time.sleep(0.05)
+    return server, thread
 
 
 def main() -> None:
@@ -63,9 +112,13 @@ def main() -> None:
     for server in servers:
         server.start()
     runner.start()
-    log.info("content on %s, distribution on %s, tracking on %s (embedded default, data in %s)", settings.content_addr,
-             settings.distribution_addr, settings.tracking_addr, settings.data_dir)
+    web, web_thread = start_web(settings, content.identity)
+    log.info("content on %s, distribution on %s, tracking on %s, web edge on http://%s (embedded default, data in %s)",
+             settings.content_addr, settings.distribution_addr, settings.tracking_addr, settings.web_addr, settings.data_dir)
+    print(f"ContentOps is running: open http://{settings.web_addr}/signin (Ctrl-C stops it)", flush=True)
     stopping.wait()
+    web.should_exit = True
+    web_thread.join(timeout=settings.shutdown_grace_seconds)
     drains = [threading.Thread(target=s.stop) for s in servers]  # both drain in parallel within the grace
     for t in drains:
         t.start()

@@ -11,7 +11,9 @@ Then the tracking service: simulated customers open the reps' links (one through
 a per-contact link, one a forward, one a bot) and read for different lengths of
 time, last evening and this morning by a simulated server clock; the demo prints
 each rep's leads for today, one contact's tags with their evidence and timeline,
-a live activity event and the post's analytics.
+a live activity event and the post's analytics, and last the links to open in a
+browser once ``make run`` serves the same data: a rep's, a sales manager's and the
+editor's sign-in links, and a customer's share link.
 """
 
 from __future__ import annotations
@@ -220,6 +222,15 @@ def main() -> int:
             f"protected-span violations: {report.protected_span_violations}",
         ]))
         track_customers(settings, events, app, post.name, reps, md, dist_stub)
+        _, _, sales_secret = app.identity.create_user("赵经理", Role.SALES, "", "teams/shanghai")
+        web = f"http://{settings.web_addr}"
+        say("open it in a browser: run `make run` (it serves this demo's data), then open",
+            "\n    ".join([
+                f"rep {first_rep.display_name}:  {web}/signin?token={first_md[0][1].removeprefix('Bearer ')}",
+                f"sales manager of 上海团队:  {web}/signin?token={sales_secret}",
+                f"editor 王编辑:  {web}/signin?token={secret}",
+                f"a customer (the rep's share link):  {web}/s/{sample.share_token}",
+            ]))
         print("done.")
         return 0
     finally:

@@ -1,5 +1,6 @@
-"""``python -m services``: the embedded default's one process serves content, distribution and tracking, and a
-publish reaches the reps' copies without any broker."""
+"""``python -m services`` (``make run``): the embedded default's one process serves content, distribution, tracking
+and the web edge; a publish reaches the reps' copies without any broker, the customer page counts a view, and a rep
+signs in to their page."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -58,7 +60,8 @@ def test_one_process_serves_both_and_a_publish_reaches_the_reps(tmp_path: Path) 
            "CONTENTOPS_DATA_DIR": str(tmp_path / "data"), "AUTH_CACHE_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "5",
            "CONTENT_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}",
            "DISTRIBUTION_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}",
-           "TRACKING_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}", "PYTHONPATH": str(ROOT)}
+           "TRACKING_GRPC_ADDR": f"127.0.0.1:{infra.free_port()}", "WEB_ADDR": f"127.0.0.1:{infra.free_port()}",
+           "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen([PYTHON, "-m", "services"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -89,6 +92,14 @@ def test_one_process_serves_both_and_a_publish_reaches_the_reps(tmp_path: Path) 
             while not tracking.ListContacts(tpb.ListContactsRequest(parent=rep.name), metadata=rep_md).contacts:
                 assert time.monotonic() < deadline, "the view never reached the rep's contacts"
                 time.sleep(0.1)
+        web = f"http://{env['WEB_ADDR']}"
+        with httpx.Client(base_url=web, timeout=30, follow_redirects=True) as browser:
+            page = browser.get(f"/s/{copy.share_token}", headers={"user-agent": "Mozilla/5.0 (iPhone) MicroMessenger/8.0"})
+            assert page.status_code == 200 and "400-820-1234" in page.text
+            assert browser.get("/signin", params={"token": dict(rep_md)["authorization"].split()[1]}).status_code == 200
+            assert "开放日" in browser.get("/rep").text  # signed in (redirects followed) and the post is listed
+        stored = tmp_path / "data" / "web-service.token"
+        assert stored.stat().st_mode & 0o777 == 0o600  # the edge's own token, made once and kept private
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -235,6 +235,7 @@ def test_the_sales_console_shows_the_teams_leads_and_a_contacts_tags_but_never_a
     track.read(track.share_token(post, rep, md), 60)  # someone without a per-contact link: an anonymous lead
     track.settle()
     rep_id, contact_id = link.contact.name.removeprefix("reps/").split("/contacts/")
+    track.rep("新来的", team="teams/east")  # no views or links yet: tracking does not know them, nothing to list
     east = track.sales("east")
     with web.client(east) as client:
         home = client.get("/sales")

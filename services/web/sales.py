@@ -43,16 +43,26 @@ async def _team_reps(edge, request: Request, user: User) -> list[dpb.Rep]:  # ty
 async def home(edge, request: Request, user: User) -> Response:  # type: ignore[no-untyped-def]
     if not user.team:
         return edge.error(request, 403, "未分配团队", "Your account does not manage a team yet; ask headquarters.")
-    b = edge.backends
     md = _md(edge, request, user)
     reps = await _team_reps(edge, request, user)
-    answers = await asyncio.gather(*(b.call(b.tracking.ListLeads, tpb.ListLeadsRequest(
-        parent=r.name, page_size=LEADS_PER_REP), md) for r in reps))
-    pairs = [(lead, r.display_name) for r, a in zip(reps, answers, strict=True) for lead in a.leads]
+    answers = await asyncio.gather(*(_leads(edge, r.name, md) for r in reps))
+    pairs = [(lead, r.display_name) for r, a in zip(reps, answers, strict=True) for lead in a]
     leads = sorted(pairs, key=lambda pair: -pair[0].score)[:LEADS_SHOWN]
     return edge.page(request, "sales_home.html", {
         "leads": [lead_view(lead, rep_name) for lead, rep_name in leads],
         "reps": len(reps), "watching": min(len(reps), live.MAX_WATCHED)})
+
+
+async def _leads(edge, rep: str, md: tuple[tuple[str, str], ...]) -> list[tpb.Lead]:  # type: ignore[no-untyped-def]
+    """A team rep's leads; none for a rep the tracking service has not seen a view or a link of yet (it cannot
+    tell their team, so it refuses: there is nothing to show either way)."""
+    b = edge.backends
+    try:
+        return list((await b.call(b.tracking.ListLeads, tpb.ListLeadsRequest(parent=rep, page_size=LEADS_PER_REP), md)).leads)
+    except grpc.aio.AioRpcError as err:
+        if err.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
+            return []
+        raise
 
 
 @signed_in("sales")
