@@ -65,7 +65,7 @@ def test_the_share_page_shows_the_copy_counts_the_view_without_script_and_sets_a
         assert re.fullmatch(r"[0-9a-f]{16}", page.headers["x-request-id"])
         cookie = page.headers["set-cookie"]
         assert "co_vid=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
-        forward = re.search(r'id="forward" href="[^"]*/s/([^"]+)"', page.text)
+        forward = re.search(r'id="forward-url" value="[^"]*/s/([^"]+)"', page.text)
         assert forward and forward.group(1) != token
         images = re.findall(r'src="(/s/[^"]+/images/\d)"', page.text)
         assert len(images) == 2
