@@ -293,6 +293,9 @@ def test_a_rep_signs_in_copies_the_text_and_downloads_an_image_in_a_browser(web:
         driver.find_element("css selector", "form.signout button").click()
         wait_for(lambda: driver.current_url.endswith("/signin"), "signing out")
         screenshot(driver, "signin")
+        driver.get(f"{web.url}/s/not-a-real-link")  # what a customer sees for a broken link
+        assert "链接无效" in driver.page_source
+        screenshot(driver, "customer-link-invalid")
     finally:
         driver.quit()
 
