@@ -35,6 +35,7 @@ from services.distribution.app import DistributionApp
 from services.shared.identity.domain import Role, parse_bearer
 from services.shared.identity.store import IdentityStore
 from services.shared.logs import configure_logging
+from services.shared.metrics import serve_metrics
 from services.shared.periodic import PeriodicRunner
 from services.shared.settings import load_settings
 from services.tracking.__main__ import build_server as build_tracking_server
@@ -82,7 +83,8 @@ def start_web(settings, identity: IdentityStore) -> tuple[uvicorn.Server, thread
 
 def main() -> None:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_addr)
     if not settings.embedded_tasks:
         raise SystemExit("REDIS_URL is set: run python -m services.content, python -m services.distribution and "
                          "Celery workers as separate processes")

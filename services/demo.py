@@ -70,7 +70,7 @@ def upload(stub: pb_grpc.ContentServiceStub, md: tuple[tuple[str, str], ...], pa
 
 
 def main() -> int:
-    configure_logging("WARNING")
+    configure_logging("WARNING", "text")
     shutil.rmtree(OUT, ignore_errors=True)
     settings = load_settings({"CONTENTOPS_DATA_DIR": str(OUT), "SCHEDULER_INTERVAL_SECONDS": "1"})
     events = InProcessEvents()

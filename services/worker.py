@@ -5,5 +5,5 @@ from services.shared.logs import configure_logging
 from services.shared.settings import load_settings
 
 _settings = load_settings()
-configure_logging(_settings.log_level)
+configure_logging(_settings.log_level, _settings.log_format)
 app = make_celery(_settings)

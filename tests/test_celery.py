@@ -28,10 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 import redis
 from celery import Celery
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from services.content.app import ContentApp
@@ -254,6 +256,8 @@ def test_worker_publishes_a_scheduled_post_when_due(stack: Stack) -> None:
     changed = [events_pb2.PostChangedEvent.FromString(r.payload) for r in stack.outbox(POST_CHANGED)]
     assert [e.state for e in changed][-2:] == [events_pb2.POST_LIFECYCLE_SCHEDULED] * 2  # ...only the new state
 
+    metrics_port = infra.free_port()
+    stack.env["METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"  # the worker's /metrics (solo pool: one process)
     with stack.worker("content"):  # nobody consumes `distribution`, so its messages stay countable
         while datetime.now(UTC) <= at:
             time.sleep(0.2)
@@ -279,6 +283,11 @@ def test_worker_publishes_a_scheduled_post_when_due(stack: Stack) -> None:
         assert stack.run(PUBLISH_DUE) == 0
         assert stack.run(RELAY) == 0
         assert len(_queued_events(stack.redis)) == 1
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        runs = [sample.value for family in text_string_to_metric_families(scraped) for sample in family.samples
+                if sample.name == "contentops_task_duration_seconds_count"
+                and sample.labels == {"task": PUBLISH_DUE, "outcome": "success"}]
+        assert runs == [2], scraped[-2000:]  # both sweeps, timed by the worker
 
 
 def test_outbox_event_reaches_the_distribution_queue(stack: Stack) -> None:

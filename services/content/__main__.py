@@ -7,6 +7,7 @@ import logging
 from services.shared.grpcserver import GrpcServer
 from services.shared.identity.api import identity_spec
 from services.shared.logs import configure_logging
+from services.shared.metrics import serve_metrics
 from services.shared.periodic import PeriodicRunner
 from services.shared.settings import Settings, load_settings
 
@@ -29,7 +30,8 @@ def build_server(app: ContentApp, address: str | None = None) -> GrpcServer:
 
 def main(settings: Settings | None = None) -> None:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_addr)
     app = ContentApp.build(settings)
     server = build_server(app)
     runner = None

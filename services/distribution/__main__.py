@@ -6,6 +6,7 @@ import logging
 
 from services.shared.grpcserver import GrpcServer
 from services.shared.logs import configure_logging
+from services.shared.metrics import serve_metrics
 from services.shared.settings import Settings, load_settings
 
 from .api import distribution_spec
@@ -23,7 +24,8 @@ def build_server(app: DistributionApp, address: str | None = None) -> GrpcServer
 
 def main(settings: Settings | None = None) -> None:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_addr)
     app = DistributionApp.build(settings)
     server = build_server(app)
     server.install_signal_handlers(app.close)

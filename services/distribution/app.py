@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from services.shared import metrics
 from services.shared.apiutil import PageTokens
 from services.shared.blobstore import BlobStore, blob_store_from_settings
 from services.shared.db import Database
@@ -102,6 +103,8 @@ class DistributionApp:
                                       fanout, settings.campaign_chunk_size)
         if isinstance(fanout, InProcessFanout):
             fanout.service = service
+        metrics.register_gauge("contentops_campaign_copies", "Copies of campaigns published in the last 7 days, by state",
+                               ["state"], lambda: [([state], n) for state, n in service.copies_by_state().items()])
         return cls(settings, db, blobs, identity, service, PageTokens(settings.secret_key), fanout)
 
     def close(self) -> None:

@@ -709,6 +709,13 @@ class DistributionService:
 
     # ---- status and reports ------------------------------------------------------------------------
 
+    def copies_by_state(self, since: timedelta = timedelta(days=7)) -> dict[str, int]:
+        """Campaign progress: copies of campaigns published within ``since``, by state (pending | ready | failed)."""
+        cutoff = datetime.now(UTC) - since
+        with self.db.read() as s:
+            return dict(s.execute(select(CopyRow.state, func.count()).join(CampaignRow, CampaignRow.id == CopyRow.campaign_id)
+                                  .where(CampaignRow.create_time >= cutoff).group_by(CopyRow.state)).all())
+
     def campaign_status(self, post_id: str) -> CampaignStatus:
         with self.db.read() as s:
             campaign = self._latest_campaign(s, post_id)

@@ -5,18 +5,63 @@
 - ``worker_prefetch_multiplier=1``: long renders do not queue behind each other;
 - ``visibility_timeout`` (1 h) longer than any task or countdown, or Redis
   would hand a running task to a second worker;
-- beat runs the scheduled-publish and outbox sweeps.
+- beat runs the scheduled-publish and outbox sweeps;
+- task durations (by outcome) and failures go to Prometheus (services/shared/metrics.py).
 """
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+import time
+from typing import Any
 
+from celery import Celery
+from celery.signals import task_failure, task_postrun, task_prerun, worker_init
+
+from . import metrics
 from .settings import Settings
 
 VISIBILITY_TIMEOUT = 3600
 
 TASK_MODULES = ["services.content.tasks", "services.distribution.tasks", "services.tracking.tasks"]
+
+
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+@task_postrun.connect
+def _task_finished(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    began = _started.pop(task_id or "", None)
+    if began is not None and task is not None:
+        metrics.TASK_SECONDS.labels(task.name, (state or "UNKNOWN").lower()).observe(time.perf_counter() - began)
+
+
+@task_failure.connect
+def _task_failed(sender: Any = None, **_: Any) -> None:
+    metrics.TASK_FAILURES.labels(getattr(sender, "name", "unknown")).inc()
+
+
+def serve_worker_metrics(settings: Settings) -> None:
+    """A worker's /metrics: with prefork, tasks run in child processes, so their samples are shared through
+    prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set before the worker starts)."""
+    if not settings.metrics_addr:
+        return
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        host, _, port = settings.metrics_addr.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    else:  # --pool threads/solo: one process holds every sample
+        metrics.serve_metrics(settings.metrics_addr)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -59,4 +104,5 @@ def make_celery(settings: Settings) -> Celery:
             },
         },
     )
+    worker_init.connect(lambda **_: serve_worker_metrics(settings), weak=False)
     return app

@@ -2,13 +2,17 @@
 
 One interceptor does, for every RPC but health and reflection:
 
-1. request id: taken from ``x-request-id`` metadata or made, echoed back, logged;
+1. request id: taken from ``x-request-id`` metadata or made, echoed back, and set
+   for the call (services.shared.logs.REQUEST_ID: every log line carries it);
 2. authentication: ``authorization: Bearer <token>`` -> ``Principal``;
 3. authorisation: the servicer's ``ROLES`` table names who may call each
    method; a method missing from it is refused (fail closed);
 4. malformed protobuf in a request -> INVALID_ARGUMENT (grpcio would say INTERNAL);
 5. ``ServiceError`` -> its status code; anything else is a bug: logged with the
-   request id and answered INTERNAL with that id.
+   request id and answered INTERNAL with that id;
+6. metrics: every call's latency by method and code, and errors by code
+   (services.shared.metrics); a call that did not end OK is logged at INFO, every
+   call at DEBUG.
 
 ``serve`` adds the health service and reflection, and on SIGTERM/SIGINT marks
 health NOT_SERVING, stops accepting RPCs and gives in-flight ones a grace period.
@@ -21,6 +25,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -33,6 +38,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .errors import InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
 from .identity.domain import Principal, Role, parse_bearer
+from .logs import REQUEST_ID
+from .metrics import observe_rpc
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +110,12 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         request_id = dict(details.invocation_metadata or ()).get("x-request-id") or uuid.uuid4().hex
         request_id = str(request_id)[:64]
 
+        outcome = ["OK"]  # the status code this call ends with (for metrics and the log)
+
         def run(context: grpc.ServicerContext, body: Callable[[], Any], principal: Principal | None = None) -> Any:
             """Run ``body`` as the caller; returns (principal, result)."""
             token = _principal.set(principal)
+            rid = REQUEST_ID.set(request_id)
             try:
                 if principal is None:
                     context.set_trailing_metadata((("x-request-id", request_id),))
@@ -113,17 +123,33 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     _principal.set(principal)
                 return principal, body()
             except ServiceError as err:
+                outcome[0] = err.status
                 context.abort(grpc.StatusCode[err.status], err.message)
             except Exception:
                 if context.code() is not None:  # already aborted by the servicer itself
+                    outcome[0] = getattr(context.code(), "name", "UNKNOWN")
                     raise
-                log.exception("unhandled error in %s request_id=%s", method, request_id)
+                outcome[0] = "INTERNAL"
+                log.exception("unhandled error in %s", method)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
             finally:
                 _principal.reset(token)
+                REQUEST_ID.reset(rid)
+
+        def finished(started: float) -> None:
+            observe_rpc(method, outcome[0], started)
+            if log.isEnabledFor(logging.DEBUG) or outcome[0] != "OK":
+                token = REQUEST_ID.set(request_id)
+                log.log(logging.INFO if outcome[0] != "OK" else logging.DEBUG, "%s %s %.1f ms", method, outcome[0],
+                        (time.perf_counter() - started) * 1000)
+                REQUEST_ID.reset(token)
 
         def unary_out(context: grpc.ServicerContext, body: Callable[[], Any]) -> Any:
-            return run(context, body)[1]
+            started = time.perf_counter()
+            try:
+                return run(context, body)[1]
+            finally:
+                finished(started)
 
         def checked_stream(requests: Iterable[Any]) -> Iterator[Any]:
             for request in requests:
@@ -131,12 +157,19 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
         def stream_out(context: grpc.ServicerContext, make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
             # Responses are produced lazily, so errors raised while iterating are mapped too.
-            principal, iterator = run(context, lambda: iter(make()))
-            while True:
-                _, item = run(context, lambda: next(iterator, _END), principal)
-                if item is _END:
-                    return
-                yield item
+            started = time.perf_counter()
+            try:
+                principal, iterator = run(context, lambda: iter(make()))
+                while True:
+                    _, item = run(context, lambda: next(iterator, _END), principal)
+                    if item is _END:
+                        return
+                    yield item
+            except GeneratorExit:  # the client went away mid-stream
+                outcome[0] = "CANCELLED"
+                raise
+            finally:
+                finished(started)
 
         deser = _safe_deserializer(handler.request_deserializer)
         if handler.unary_unary:

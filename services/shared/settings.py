@@ -66,7 +66,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_INTERVAL_SECONDS", "15", "How often scheduled posts and the event outbox are checked."),
     Setting("AUTH_CACHE_SECONDS", "2", "How long a verified token is cached; a revocation takes effect within it."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
+    Setting("LOG_FORMAT", "json", "json: one JSON object per line with the request id; text: plain lines."),
+    Setting("METRICS_ADDR", "", "host:port for this process's Prometheus /metrics (empty: not served; the web edge "
+                                "always serves /metrics on WEB_ADDR)."),
 )
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env[name].strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {env[name]!r}")
+    return value
 
 
 def _flag(value: str, default: bool) -> bool:
@@ -115,6 +125,8 @@ class Settings:
     scheduler_interval_seconds: float
     auth_cache_seconds: float
     log_level: str
+    log_format: str
+    metrics_addr: str
 
     @property
     def embedded_tasks(self) -> bool:
@@ -239,4 +251,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scheduler_interval_seconds=_float(env, "SCHEDULER_INTERVAL_SECONDS"),
         auth_cache_seconds=_float(env, "AUTH_CACHE_SECONDS"),
         log_level=env["LOG_LEVEL"].upper(),
+        log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
+        metrics_addr=env["METRICS_ADDR"],
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
+from services.shared import metrics
 from services.shared.apiutil import PageTokens
 from services.shared.db import Database
 from services.shared.identity.store import IdentityStore
@@ -71,6 +72,15 @@ class TrackingApp:
                   service, PageTokens(settings.secret_key), limiter)
         if settings.embedded_tasks if consume_in_process is None else consume_in_process:
             app.start_consumer("in-process")
+
+        def stream_figures() -> list[tuple[list[str], float]]:
+            stats = event_log.stats()
+            return [(["lag"], stats.lag), (["pending"], stats.pending), (["length"], stats.length),
+                    (["dead_letters"], stats.dead_letters)]
+
+        metrics.register_gauge("contentops_tracking_stream_entries", "Tracking event stream: entries not yet "
+                               "delivered (lag), delivered but unacknowledged (pending), held, dead-lettered",
+                               ["kind"], stream_figures)
         return app
 
     def handle_batch(self, entries: list[Entry]) -> list[tuple[Entry, str]]:

@@ -15,6 +15,7 @@ import socket
 import threading
 
 from services.shared.logs import configure_logging
+from services.shared.metrics import serve_metrics
 from services.shared.settings import load_settings
 
 from .app import TrackingApp
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-idle-ms", type=int, default=30_000, help="reclaim entries idle this long on dead consumers")
     args = parser.parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_addr)
     app = TrackingApp.build(settings, consume_in_process=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

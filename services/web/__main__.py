@@ -17,7 +17,7 @@ log = logging.getLogger("services.web")
 
 def main() -> None:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.web_service_token:
         raise SystemExit("WEB_SERVICE_TOKEN is empty: create a ROLE_SERVICE user and token (contentops user create ...)")
     host, _, port = settings.web_addr.rpartition(":")

@@ -12,11 +12,13 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -27,6 +29,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.shared.logs import REQUEST_ID
+from services.shared.metrics import HTTP_SECONDS
 from services.shared.settings import Settings
 from services.shared.sharetoken import ShareTokens
 
@@ -88,12 +92,16 @@ class RequestIds:
         rid = given if given.isascii() and given.replace("-", "").isalnum() and 8 <= len(given) <= 64 \
             else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = rid
+        token = REQUEST_ID.set(rid)  # every log line while serving this request names it
         started = False
+        status = 500
+        begun = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode()), *SECURITY_HEADERS]
             await send(message)
@@ -101,13 +109,18 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
-            log.exception("request %s %s failed [request id %s]", scope.get("method"), scope.get("path"), rid)
+            log.exception("request %s %s failed", scope.get("method"), scope.get("path"))
             if started:
                 raise
             body = (f"出错了，请稍后再试。Something went wrong. Request id: {rid}").encode()
             await send_with_headers({"type": "http.response.start", "status": 500,
                                      "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
             await send({"type": "http.response.body", "body": body})
+        finally:
+            route = scope.get("route")
+            HTTP_SECONDS.labels(getattr(route, "path", "unmatched"), scope.get("method", ""), str(status)).observe(
+                time.perf_counter() - begun)
+            REQUEST_ID.reset(token)
 
 
 def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | None = None) -> Starlette:
@@ -129,12 +142,16 @@ def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | Non
     async def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     async def home(request: Request) -> Response:
         user = sessions.current_user(request)
         return RedirectResponse(sessions.HOMES[user.role] if user else "/signin", status_code=303)
 
     routes = [
         Route("/healthz", health),
+        Route("/metrics", metrics),
         Route("/s/{token}", bind(customer.share_page), name="share"),
         Route("/s/{token}/images/{index:int}", bind(customer.share_image)),
         Route("/t/beat", bind(customer.beacon), methods=["POST"]),
