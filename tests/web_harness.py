@@ -59,7 +59,9 @@ def chromium(user_agent: str = PHONE_UA):  # type: ignore[no-untyped-def]
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--window-size=390,844", f"--user-agent={user_agent}"):
         options.add_argument(arg)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_window_size(390, 844)  # headless Chrome opens wider than --window-size asks for a phone
+    return driver
 
 
 
