@@ -15,8 +15,10 @@ import httpx
 import pytest
 import uvicorn
 
+from services.tracking.streams import RedisEventLog
 from services.web.app import build_app
 from services.web.backends import Backends
+from services.web.beacons import Beacons, RedisBeacons
 
 from . import infra
 from .tracking_harness import Track
@@ -98,7 +100,7 @@ class RealTimeClock:
         self.offset += seconds
 
 
-def serve_web(track: Track) -> Iterator[Web]:
+def serve_web(track: Track, beacons: Beacons | None = None) -> Iterator[Web]:
     """The edge on a free port, calling the harness's distribution and tracking servers with a service token; the
     tracking ingest back on real time (browsers read in real time; RealTimeClock)."""
     assert track.addresses is not None
@@ -109,9 +111,13 @@ def serve_web(track: Track) -> Iterator[Web]:
     clock = RealTimeClock()
     track.app.ingest.clock = clock
     track.clock = clock  # type: ignore[assignment]  # track.read() still simulates minutes of reading at once
+    if beacons is None and isinstance(track.app.event_log, RedisEventLog):  # production: beacons straight to its log
+        beacons = RedisBeacons.from_settings(settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
+    if isinstance(beacons, RedisBeacons):
+        beacons.clock = clock  # the edge receives beacons on the ingest's clock, as the tracking service would
+    app = build_app(settings, Backends(settings, token), beacons=beacons)
     port = infra.free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(settings, Backends(settings, token)), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -87,6 +87,38 @@ def _valid_visitor(visitor_id: str) -> bool:
     return 8 <= len(visitor_id) <= MAX_VISITOR_CHARS and all(c.isalnum() or c in "-_" for c in visitor_id)
 
 
+# ---- view ids and events, for every process that takes heartbeats (this service, the web edge's fast path) ----
+
+
+def view_key_for(secret_key: bytes) -> bytes:
+    """The key view ids are signed with, derived from CONTENTOPS_SECRET_KEY the same way in every process."""
+    return hashlib.sha256(b"tracking-view:" + secret_key).digest()
+
+
+def sign_view(view_key: bytes, uid: str) -> str:
+    return hmac.new(view_key, uid.encode(), hashlib.sha256).hexdigest()[:VIEW_SIG_HEX]
+
+
+def check_view(view_key: bytes, name: str, field: str) -> str:
+    """The view id in ``views/{id}``; NOT_FOUND when it was not signed with ``view_key``."""
+    if not name.startswith("views/"):
+        raise InvalidArgument(field, "expected 'views/<id>'")
+    view_id = name[len("views/"):]
+    uid, _, sig = view_id.partition("-")
+    if len(view_id) > 48 or not uid or not hmac.compare_digest(sig, sign_view(view_key, uid)):
+        raise NotFound(f"{name[:80]} not found")
+    return view_id
+
+
+def heartbeat_event(view_id: str, seq: int, engaged_ms_delta: int, max_scroll_percent: int, received_ms: int) -> pb.IngestEvent:
+    return pb.IngestEvent(heartbeat=pb.Heartbeat(view=view_id, seq=seq, engaged_ms_delta=engaged_ms_delta,
+                                                 max_scroll_percent=max_scroll_percent), received_ms=received_ms)
+
+
+def ended_event(view_id: str, last_seq: int, received_ms: int) -> pb.IngestEvent:
+    return pb.IngestEvent(ended=pb.EndViewRequest(view=view_id, last_seq=last_seq), received_ms=received_ms)
+
+
 class Ingest:
     def __init__(self, log_: EventLog, tokens: ShareTokens, view_key: bytes, ip_salt: bytes, limiter: RateLimiter,
                  *, token_max_age_s: float, clock: Callable[[], float] = time.time) -> None:
@@ -101,22 +133,13 @@ class Ingest:
 
     # ---- view ids -----------------------------------------------------------------------------
 
-    def _sign(self, uid: str) -> str:
-        return hmac.new(self.view_key, uid.encode(), hashlib.sha256).hexdigest()[:VIEW_SIG_HEX]
-
     def new_view_id(self) -> str:
         uid = new_id()
-        return f"{uid}-{self._sign(uid)}"
+        return f"{uid}-{sign_view(self.view_key, uid)}"
 
     def check_view(self, name: str, field: str) -> str:
         """The view id in ``views/{id}``; NOT_FOUND when it was not issued here."""
-        if not name.startswith("views/"):
-            raise InvalidArgument(field, "expected 'views/<id>'")
-        view_id = name[len("views/"):]
-        uid, _, sig = view_id.partition("-")
-        if len(view_id) > 48 or not uid or not hmac.compare_digest(sig, self._sign(uid)):
-            raise NotFound(f"{name[:80]} not found")
-        return view_id
+        return check_view(self.view_key, name, field)
 
     # ---- calls ----------------------------------------------------------------------------------
 
@@ -175,9 +198,8 @@ class Ingest:
             names[hb.view] = view_id
             if hb.seq <= 0:
                 raise InvalidArgument(f"{field}.seq", "must be 1 or more")
-            by_view.setdefault(view_id, []).append(pb.IngestEvent(
-                heartbeat=pb.Heartbeat(view=view_id, seq=hb.seq, engaged_ms_delta=hb.engaged_ms_delta,
-                                       max_scroll_percent=hb.max_scroll_percent), received_ms=received))
+            by_view.setdefault(view_id, []).append(
+                heartbeat_event(view_id, hb.seq, hb.engaged_ms_delta, hb.max_scroll_percent, received))
         by_partition: dict[int, list[pb.IngestEvent]] = {}
         throttled = 0
         for view_id, events in by_view.items():
@@ -194,6 +216,6 @@ class Ingest:
         if last_seq < 0:
             raise InvalidArgument("last_seq", "must not be negative")
         received = int(self.clock() * 1000) if now_ms is None else now_ms
-        event = pb.IngestEvent(ended=pb.EndViewRequest(view=view_id, last_seq=last_seq), received_ms=received)
+        event = ended_event(view_id, last_seq, received)
         self.log.append([pb.IngestBatch(events=[event]).SerializeToString()], partition=self.log.partition_for(view_id))
 

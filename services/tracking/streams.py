@@ -135,6 +135,17 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     return zlib.crc32(data) % partitions
 
 
+def stream_key(prefix: str, partition: int) -> str:
+    """Partition ``partition``'s stream under ``prefix``: every producer names it so (RedisEventLog here, the web
+    edge's asyncio writer for beacons), so consumers see one log."""
+    return f"{prefix}:{partition}"
+
+
+def entry_fields(payload: bytes) -> dict[str, bytes]:
+    """A stream entry as every producer writes it: the serialized ``IngestBatch`` alone."""
+    return {"payload": payload}
+
+
 def parse_id(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -188,7 +199,7 @@ class RedisEventLog:
         self.group = group
         self.partitions = partitions
         self.max_deliveries = max_deliveries
-        self.keys = [f"{prefix}:{p}" for p in range(partitions)]
+        self.keys = [stream_key(prefix, p) for p in range(partitions)]
         self.dead_key = f"{prefix}:dead"
         self._partition_of = {key.encode(): p for p, key in enumerate(self.keys)}
         self._groups_ready = False
@@ -210,10 +221,10 @@ class RedisEventLog:
             return []
         try:
             if len(entries) == 1:
-                return [_str(self.client.xadd(key, {"payload": entries[0]}))]
+                return [_str(self.client.xadd(key, entry_fields(entries[0])))]
             pipe = self.client.pipeline(transaction=False)
             for payload in entries:
-                pipe.xadd(key, {"payload": payload})
+                pipe.xadd(key, entry_fields(payload))
             return [_str(i) for i in pipe.execute()]
         except redis.RedisError as err:
             raise Unavailable(f"event log unavailable (Redis): {err}") from err

@@ -36,6 +36,7 @@ from services.shared.sharetoken import ShareTokens
 
 from . import customer, editor, rep, sales, sessions
 from .backends import Backends, request_id
+from .beacons import Beacons, beacons_for
 from .limits import EdgeLimiter
 
 log = logging.getLogger("services.web")
@@ -50,8 +51,9 @@ templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoade
 class Edge:
     """What the handlers share: settings, the service clients, the limiter, the templates."""
 
-    def __init__(self, settings: Settings, backends: Backends, limiter: EdgeLimiter) -> None:
+    def __init__(self, settings: Settings, backends: Backends, limiter: EdgeLimiter, beacons: Beacons) -> None:
         self.settings = settings
+        self.beacons = beacons
         self.backends = backends
         self.limiter = limiter
         self.templates = templates
@@ -123,15 +125,18 @@ class RequestIds:
             REQUEST_ID.reset(token)
 
 
-def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | None = None) -> Starlette:
-    edge = Edge(settings, backends, limiter or EdgeLimiter())
+def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | None = None,
+              beacons: Beacons | None = None) -> Starlette:
+    edge = Edge(settings, backends, limiter or EdgeLimiter(), beacons or beacons_for(settings, backends))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         backends.open()
+        edge.beacons.open()
         try:
             yield
         finally:
+            await edge.beacons.close()
             await backends.close()
 
     def bind(handler: Callable[[Edge, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -149,12 +154,13 @@ def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | Non
         user = sessions.current_user(request)
         return RedirectResponse(sessions.HOMES[user.role] if user else "/signin", status_code=303)
 
+    beacon = Route(customer.BEACON_PATH, customer.Beacon(edge), methods=["POST"])  # BeaconFirst serves its POSTs
     routes = [
         Route("/healthz", health),
         Route("/metrics", metrics),
         Route("/s/{token}", bind(customer.share_page), name="share"),
         Route("/s/{token}/images/{index:int}", bind(customer.share_image)),
-        Route("/t/beat", bind(customer.beacon), methods=["POST"]),
+        beacon,
         Route("/", home),
         Route("/signin", bind(sessions.signin_page), methods=["GET"]),
         Route("/signin", bind(sessions.signin_post), methods=["POST"]),
@@ -168,7 +174,7 @@ def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | Non
         return edge.error(request, 404, "页面不存在", "The page you asked for is not here.")
 
     session_key = hashlib.sha256(b"web-session:" + settings.secret_key).hexdigest()
-    middleware = [Middleware(RequestIds),
+    middleware = [Middleware(RequestIds), Middleware(customer.BeaconFirst, route=beacon),
                   Middleware(SessionMiddleware, secret_key=session_key, session_cookie=sessions.SESSION_COOKIE,
                              max_age=sessions.SESSION_MAX_AGE, same_site="lax", https_only=settings.web_cookie_secure)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={404: not_found})

@@ -18,8 +18,10 @@ from collections import OrderedDict
 import grpc
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.protos.contentops.distribution.v1 import distribution_pb2 as dpb
 from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
@@ -27,6 +29,7 @@ from services.shared.errors import ServiceError
 from services.shared.sharetoken import ShareToken
 
 from .backends import request_id
+from .beacons import BeaconRefused
 from .limits import network_of
 
 log = logging.getLogger("services.web")
@@ -202,29 +205,65 @@ def parse_beacon(body: bytes) -> tuple[str, int, int, int, bool]:
     return view, integer("seq", 1, 1_000_000), integer("engaged_ms", 0, MAX_DELTA_MS), integer("scroll", 0, 100), end
 
 
-async def beacon(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BEACON_BYTES:
-            break
-    try:
-        view, seq, engaged, scroll, end = parse_beacon(body)
-    except BeaconError as err:
-        return Response(str(err), status_code=400, media_type="text/plain")
-    visitor = request.cookies.get(VISITOR_COOKIE, "")
-    ip = request.client.host if request.client else ""
-    if not edge.limiter.allow(visitor or f"ip:{ip}", network_of(ip)):
-        return Response("rate limited", status_code=429, media_type="text/plain", headers={"retry-after": "10"})
-    b = edge.backends
-    md = b.metadata(request_id(request))
-    try:
-        beat = tpb.Heartbeat(view=view, seq=seq, engaged_ms_delta=engaged, max_scroll_percent=scroll)
-        await b.tracking.RecordEngagement(iter([tpb.RecordEngagementRequest(heartbeats=[beat])]), metadata=md, timeout=3)
-        if end:
-            await b.call(b.tracking.EndView, tpb.EndViewRequest(view=view, last_seq=seq), md)
-    except grpc.aio.AioRpcError as err:
-        status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
-                  grpc.StatusCode.RESOURCE_EXHAUSTED: 429}.get(err.code(), 503)
-        return Response(err.details() or err.code().name, status_code=status, media_type="text/plain")
-    return Response(status_code=204)
+BEACON_PATH = "/t/beat"
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+
+
+class Beacon:
+    """POST /t/beat, the page script's beacon, as a plain ASGI app: the edge's hot path (every open page sends one
+    per 10 s), so no Request/Response objects and no session. 204 once the beacon is recorded (in the tracking log:
+    durable); 400 naming the field; 404 for a view tracking did not issue; 429 over a limit (per visitor and per
+    network here, per view behind); 503 when tracking (or its Redis) is down. The endpoint of the route
+    ``Route(BEACON_PATH, Beacon(edge), methods=["POST"])``, which ``BeaconFirst`` serves ahead of the session
+    middleware and the router."""
+
+    def __init__(self, edge) -> None:  # type: ignore[no-untyped-def]
+        self.edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > MAX_BEACON_BYTES or not message.get("more_body", False):
+                break
+        status, text, headers = await self.answer(HTTPConnection(scope), body)
+        content = text.encode()
+        extra = [(k.encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_TEXT, (b"content-length", str(len(content)).encode()), *extra] if status != 204 else extra})
+        await send({"type": "http.response.body", "body": content if status != 204 else b""})
+
+    async def answer(self, conn: HTTPConnection, body: bytes) -> tuple[int, str, dict[str, str]]:
+        try:
+            view, seq, engaged, scroll, end = parse_beacon(body)
+        except BeaconError as err:
+            return 400, str(err), {}
+        visitor = conn.cookies.get(VISITOR_COOKIE, "")
+        ip = conn.client.host if conn.client else ""
+        if not self.edge.limiter.allow(visitor or f"ip:{ip}", network_of(ip)):
+            return 429, "rate limited", {"retry-after": "10"}
+        try:
+            await self.edge.beacons.record(view, seq, engaged, scroll, end, request_id(conn))
+        except BeaconRefused as err:
+            return err.status, err.text, err.headers
+        return 204, "", {}
+
+
+class BeaconFirst:
+    """Middleware: a POST to the beacon's route goes straight to it, past what only pages need (the session, the
+    router, the exception pages). Goes right after RequestIds, which still gives it a request id, the headers and its
+    metrics (``scope["route"]`` is set as the router would)."""
+
+    def __init__(self, app: ASGIApp, route: Route) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.route.path:
+            scope["route"] = self.route
+            await self.route.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

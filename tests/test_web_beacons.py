@@ -1,0 +1,250 @@
+"""The beacon's fast path on the production backend: the edge appends beacons straight to tracking's event log in Redis.
+
+- Beacons sent through the edge land in the tracking service's streams as the ingest would write them and the
+  tracking consumer applies them as engaged time; a replayed beacon is deduplicated.
+- A forged view id is 404 and nothing is written; bad input is 400 naming the field; a flood of one view's
+  heartbeats gets 429 past tracking's per-view limit, and a refused beacon is not recorded.
+- 200 concurrent beacons are all acknowledged (204) and applied exactly once; beacons waiting together share one
+  pipelined write, one IngestBatch per partition, in the partition the tracking service would pick.
+- Redis unreachable: 503 with a plain explanation, not 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
+from services.tracking.ingest import view_key_for
+from services.tracking.models import EventRow, ViewRow
+from services.tracking.streams import RedisEventLog, stream_key
+from services.web.beacons import RedisBeacons
+
+from . import infra
+from .test_web import BODY
+from .tracking_harness import Track, build_track, log_payloads
+from .web_harness import PHONE_UA, Web, serve_web
+
+pytestmark = pytest.mark.parametrize("settings", ["production"], indirect=True)
+
+
+@pytest.fixture
+def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
+    yield from build_track(harness)
+
+
+@pytest.fixture
+def beacons(track: Track) -> RedisBeacons:
+    """The edge's beacons, on the tracking harness's own streams (its key prefix)."""
+    assert isinstance(track.app.event_log, RedisEventLog)
+    return RedisBeacons.from_settings(track.app.settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
+
+
+@pytest.fixture
+def web(track: Track, beacons: RedisBeacons) -> Iterator[Web]:
+    yield from serve_web(track, beacons)
+
+
+@pytest.fixture
+def web_without_redis(track: Track) -> Iterator[Web]:
+    """The edge with its beacons pointed at a port nothing listens on (the shared Redis is never stopped)."""
+    closed = RedisBeacons.from_settings(track.app.settings, url=f"redis://127.0.0.1:{infra.free_port()}/0",
+                                        prefix=f"test:none:{uuid.uuid4().hex[:8]}")
+    yield from serve_web(track, closed)
+
+
+def shared_token(track: Track) -> tuple[str, str]:
+    topic = track.topic("creativity", "创造力启蒙")
+    post = track.publish("5岁小姑娘的创造力启蒙三步走", BODY, [topic], images=1)
+    rep, md = track.rep("王老师")
+    return post, track.share_token(post, rep, md)
+
+
+def start_views(track: Track, token: str, count: int) -> list[str]:
+    """``count`` views of the link by as many visitors (StartView as the edge calls it): their names, views/<id>."""
+    return [track.stub.StartView(pb.StartViewRequest(share_token=token, visitor_id=f"visitor-{i:04d}-{uuid.uuid4().hex[:8]}",
+                                                     user_agent=PHONE_UA), metadata=track.edge).view for i in range(count)]
+
+
+def beat(client: httpx.Client, **fields: object) -> httpx.Response:
+    return client.post("/t/beat", content=json.dumps(fields), headers={"content-type": "text/plain"})
+
+
+def views_of(track: Track, post: str) -> list[ViewRow]:
+    with track.app.db.read() as s:
+        return list(s.scalars(select(ViewRow).where(ViewRow.post_id == post.removeprefix("posts/"))))
+
+
+def events_of(track: Track, view_ids: list[str]) -> int:
+    with track.app.db.read() as s:
+        return int(s.scalar(select(func.count()).select_from(EventRow).where(EventRow.view_id.in_(view_ids))) or 0)
+
+
+def logged_events(track: Track) -> list[pb.IngestEvent]:
+    return [e for payload in log_payloads(track.app.event_log) for e in pb.IngestBatch.FromString(payload).events]
+
+
+def test_beacons_through_the_edge_are_written_to_the_tracking_log_and_applied_as_engaged_time(
+        web: Web, beacons: RedisBeacons) -> None:
+    post, token = shared_token(web.track)
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+        page = client.get(f"/s/{token}")
+        view = re.search(r'data-view="(views/[^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        before = time.time() * 1000
+        assert beat(client, view=view, seq=1, engaged_ms=4_000, scroll=30).status_code == 204
+        assert beat(client, view=view, seq=1, engaged_ms=4_000, scroll=30).status_code == 204  # replayed
+        assert beat(client, view=view, seq=2, engaged_ms=3_000, scroll=80, end=True).status_code == 204
+        after = time.time() * 1000
+        metrics = client.get("/metrics").text  # served ahead of the router, still counted under its route
+        assert re.search(r'contentops_http_request_duration_seconds_count\{method="POST",route="/t/beat",status="204"\} [1-9]',
+                         metrics), [line for line in metrics.splitlines() if "/t/beat" in line]
+    assert beacons.stats.beacons == 3 and beacons.stats.failed == 0  # the fast path, not the gRPC one
+    view_id = view.removeprefix("views/")
+    mine = [e for e in logged_events(web.track) if e.WhichOneof("kind") != "started"]
+    assert [(e.WhichOneof("kind"), e.heartbeat.seq, e.heartbeat.engaged_ms_delta, e.heartbeat.max_scroll_percent,
+             e.ended.last_seq) for e in mine] == [("heartbeat", 1, 4_000, 30, 0), ("heartbeat", 1, 4_000, 30, 0),
+                                                  ("heartbeat", 2, 3_000, 80, 0), ("ended", 0, 0, 0, 2)]
+    assert all(view_id in (e.heartbeat.view, e.ended.view) and before - 1 <= e.received_ms <= after + 1 for e in mine)
+    assert web.track.app.wait_applied(20)
+    (row,) = views_of(web.track, post)
+    assert row.engaged_ms == 7_000 and row.max_scroll_percent == 80 and row.closed  # the replay counted once
+    assert events_of(web.track, [view_id]) == 2
+
+
+def test_a_forged_view_is_404_and_nothing_is_written(web: Web, beacons: RedisBeacons) -> None:
+    _, token = shared_token(web.track)
+    (view,) = start_views(web.track, token, 1)
+    uid, _, sig = view.partition("-")
+    assert uid.startswith("views/") and sig
+    forged = f"{uid}-{'0' * len(sig)}" if sig != "0" * len(sig) else f"{uid}-{'1' * len(sig)}"
+    assert web.track.app.wait_applied(20)
+    entries_before = web.track.app.event_log.stats().length
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+        for name in (forged, "views/01JX0000000000000000000000-0000000000000000", "views/nope", "views/" + "a" * 50):
+            refused = beat(client, view=name, seq=1, engaged_ms=1_000, scroll=10)
+            assert refused.status_code == 404, (name, refused.status_code, refused.text)
+            assert "not found" in refused.text
+    assert beacons.stats.writes == 0 and web.track.app.event_log.stats().length == entries_before
+
+
+def test_bad_input_is_400_naming_the_field(web: Web, beacons: RedisBeacons) -> None:
+    _, token = shared_token(web.track)
+    (view,) = start_views(web.track, token, 1)
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+        for body, field in ((b"not json", "body"), (b"[1]", "body"), (b"x" * 5000, "body"), (b"", "body")):
+            bad = client.post("/t/beat", content=body)
+            assert bad.status_code == 400 and bad.text.startswith(field), bad.text
+        for fields, field in (({"seq": 1, "engaged_ms": 1, "scroll": 1}, "view"),
+                              ({"view": 7, "seq": 1, "engaged_ms": 1, "scroll": 1}, "view"),
+                              ({"view": view, "seq": 0, "engaged_ms": 1, "scroll": 1}, "seq"),
+                              ({"view": view, "seq": 1.5, "engaged_ms": 1, "scroll": 1}, "seq"),
+                              ({"view": view, "seq": 1, "engaged_ms": -5, "scroll": 1}, "engaged_ms"),
+                              ({"view": view, "seq": 1, "engaged_ms": 3_600_001, "scroll": 1}, "engaged_ms"),
+                              ({"view": view, "seq": 1, "engaged_ms": 5, "scroll": 101}, "scroll"),
+                              ({"view": view, "seq": 1, "engaged_ms": 5, "scroll": 1, "end": "yes"}, "end"),
+                              ({"view": view, "seq": True, "engaged_ms": 5, "scroll": 1}, "seq")):
+            bad = beat(client, **fields)
+            assert bad.status_code == 400 and bad.text.startswith(field), (fields, bad.text)
+            assert bad.headers["content-type"].startswith("text/plain") and bad.headers["x-request-id"]
+        assert client.get("/t/beat").status_code == 405
+    assert beacons.stats.writes == 0
+
+
+def test_a_flood_of_one_views_heartbeats_gets_429_past_the_per_view_limit_and_refused_ones_are_not_recorded(
+        web: Web) -> None:
+    _, token = shared_token(web.track)
+    (view,) = start_views(web.track, token, 1)
+    codes = []
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+        for i in range(140):  # a visitor each (past the edge's per-visitor limit), one view: tracking's per-view limit
+            client.cookies.set("co_vid", f"flood{i:04d}")
+            codes.append(beat(client, view=view, seq=i + 1, engaged_ms=1, scroll=1).status_code)
+    assert set(codes) <= {204, 429} and codes[:100] == [204] * 100 and codes.count(429) >= 10, codes
+    assert web.track.app.wait_applied(20)
+    assert events_of(web.track, [view.removeprefix("views/")]) == codes.count(204)
+
+
+def test_200_concurrent_beacons_are_all_acknowledged_and_applied_exactly_once(web: Web, beacons: RedisBeacons) -> None:
+    post, token = shared_token(web.track)
+    views = start_views(web.track, token, 40)
+    sent = [(view, seq) for seq in range(1, 6) for view in views]  # 5 each: 5 s engaged per view
+
+    async def send_all() -> list[int]:
+        limits = httpx.Limits(max_connections=len(sent), max_keepalive_connections=len(sent))
+        async with httpx.AsyncClient(base_url=web.url, limits=limits, timeout=30) as client:
+            async def one(i: int, view: str, seq: int) -> int:
+                r = await client.post("/t/beat", headers={"cookie": f"co_vid=reader{i:04d}"}, content=json.dumps(
+                    {"view": view, "seq": seq, "engaged_ms": 1_000, "scroll": 20 * seq}))
+                return r.status_code
+            return list(await asyncio.gather(*(one(i, v, s) for i, (v, s) in enumerate(sent))))
+
+    codes = asyncio.run(send_all())
+    assert codes == [204] * len(sent)
+    assert beacons.stats.beacons == len(sent) and beacons.stats.failed == 0
+    assert web.track.app.wait_applied(20)
+    rows = views_of(web.track, post)
+    assert len(rows) == 40 and {r.engaged_ms for r in rows} == {5_000} and {r.max_scroll_percent for r in rows} == {100}
+    assert events_of(web.track, [v.removeprefix("views/") for v in views]) == len(sent)
+
+
+def test_beacons_waiting_together_share_one_write_one_batch_per_partition_where_tracking_would_put_them(
+        track: Track) -> None:
+    """No web server here: 200 beacons awaited at once on one RedisBeacons over 4 partitions, read back as the
+    tracking consumer reads its log."""
+    prefix = f"test:beacons:{uuid.uuid4().hex[:10]}"
+    settings = track.app.settings.replace(tracking_stream_partitions=4)
+    log = RedisEventLog.from_url(infra.REDIS_URL, prefix=prefix, partitions=4)
+    _, token = shared_token(track)
+    views = [v.removeprefix("views/") for v in start_views(track, token, 50)]
+    names = [f"views/{v}" for v in views]
+    beacons = RedisBeacons.from_settings(settings, url=infra.REDIS_URL, prefix=prefix)
+    assert beacons.view_key == view_key_for(settings.secret_key) == track.app.ingest.view_key
+
+    async def record_all() -> None:
+        beacons.open()
+        try:
+            await asyncio.gather(*(beacons.record(name, seq, 2_000, 50, seq == 4) for seq in range(1, 5) for name in names))
+        finally:
+            await beacons.close()
+
+    try:
+        asyncio.run(record_all())
+        assert beacons.stats.writes == 1 and beacons.stats.largest == 200 and beacons.stats.beacons == 200
+        used = {log.partition_for(v) for v in views}
+        assert beacons.stats.entries == len(used) > 1  # one IngestBatch per partition
+        entries = log.read("test", 1_000)
+        assert len(entries) == len(used)
+        for entry in entries:
+            assert log.keys[entry.partition] == stream_key(prefix, entry.partition)
+            events = pb.IngestBatch.FromString(entry.payload).events
+            assert all(log.partition_for(e.heartbeat.view or e.ended.view) == entry.partition for e in events)
+        events = [e for entry in entries for e in pb.IngestBatch.FromString(entry.payload).events]
+        assert sorted((e.heartbeat.view, e.heartbeat.seq) for e in events if e.HasField("heartbeat")) == \
+            sorted((v, seq) for v in views for seq in range(1, 5))
+        assert sorted(e.ended.view for e in events if e.HasField("ended")) == sorted(views)
+    finally:
+        log.client.delete(*log.keys, log.dead_key)
+        log.close()
+
+
+def test_redis_unreachable_is_503_with_an_explanation_not_500(web_without_redis: Web) -> None:
+    _, token = shared_token(web_without_redis.track)
+    with httpx.Client(base_url=web_without_redis.url, headers={"user-agent": PHONE_UA}) as client:
+        page = client.get(f"/s/{token}")  # the page and its view do not need the edge's Redis
+        assert page.status_code == 200
+        view = re.search(r'data-view="(views/[^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        for seq in (1, 2):
+            down = beat(client, view=view, seq=seq, engaged_ms=1_000, scroll=10, end=seq == 2)
+            assert down.status_code == 503, down.text
+            assert down.text == "tracking is unavailable; try again in a moment" and down.headers["retry-after"]
+            assert "Traceback" not in down.text
+        forged = beat(client, view="views/01JX0000000000000000000000-0000000000000000", seq=1, engaged_ms=1, scroll=1)
+        assert forged.status_code == 404  # checked before Redis is needed
