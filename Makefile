@@ -12,6 +12,8 @@ PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 # Debian's Chromium and its driver for the browser tests (never a browser download).
 CHROMEDRIVER := /usr/bin/chromedriver
+# wrk (Debian) drives the web edge's beacon benchmark.
+WRK := /usr/bin/wrk
 
 .PHONY: demo test bench proto proto-check lint migrate serve run services clean reformat
 
@@ -28,6 +30,10 @@ $(CJK_FONT):
 $(CHROMEDRIVER):
 	apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver)
+
+$(WRK):
+	apt-get install -y --no-install-recommends wrk >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y --no-install-recommends wrk)
 
 $(BUF): package.json
 	npm install --no-audit --no-fund --silent
@@ -48,7 +54,7 @@ services:
 	@for i in $$(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL/Redis did not come up" >&2; exit 1
 
 ## bench: run every benchmark in bench/ and write bench/results.md
-bench: $(STAMP) $(CJK_FONT) services
+bench: $(STAMP) $(CJK_FONT) $(WRK) services
 	$(PY) -m bench
 
 ## proto: regenerate services/protos from proto/ (and lint with buf)
@@ -70,10 +76,15 @@ reformat: $(STAMP)
 migrate: $(STAMP)
 	$(VENV)/bin/contentops migrate
 
-## run: every service and the web edge (http://127.0.0.1:8000) in one process on the embedded default, serving
-## the data `make demo` left in var/demo (set CONTENTOPS_DATA_DIR, or DATABASE_URL etc., to serve other data)
+## run: everything on localhost. Embedded default: every service and the web edge (http://127.0.0.1:8000) in one
+## process, serving the data `make demo` left in var/demo. With REDIS_URL (and DATABASE_URL, MINIO_*) set: migrate,
+## then every process on its own with honcho (deploy/Procfile). Ctrl-C stops everything.
 run: $(STAMP)
-	CONTENTOPS_DATA_DIR=$${CONTENTOPS_DATA_DIR:-var/demo} $(PY) -m services
+	@if [ -n "$$REDIS_URL" ]; then \
+	  $(VENV)/bin/contentops migrate && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/honcho -f deploy/Procfile -d . start; \
+	else \
+	  CONTENTOPS_DATA_DIR=$${CONTENTOPS_DATA_DIR:-var/demo} exec $(PY) -m services; \
+	fi
 
 serve: run
 

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick]``: run every benchmark, write bench/results.md and print it."""
+"""``python -m bench [--quick] [--only PART,...]``: run every benchmark (or some), write bench/results.md and print it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import grpc
 from services.shared.blobstore import blob_store_from_settings
 from services.shared.settings import load_settings
 
-from . import campaign, image_variant, reads, rep_copy, text_variation, tracking, uploads
+from . import campaign, image_variant, reads, rep_copy, text_variation, tracking, uploads, web
 from .common import (
     Backend,
     Row,
@@ -35,6 +35,10 @@ from .common import (
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 QUICK_RESULTS = Path(__file__).resolve().parent / "out" / "results-quick.md"  # git-ignored: smoke runs do not overwrite
+PARTIAL_RESULTS = Path(__file__).resolve().parent / "out" / "results-partial.md"  # --only: nor do runs of some parts
+DOMAIN = {"image_variant": image_variant, "text_variation": text_variation}  # in-process, on a quiet machine
+SERVICES = {"rep_copy": rep_copy, "campaign": campaign, "tracking": tracking, "web": web}  # their own processes
+PARTS = [*DOMAIN, *SERVICES, "content"]
 UPLOAD_TARGET = 0.5  # UploadAsset MB/s at least half of a plain put of the same bytes
 
 
@@ -121,6 +125,30 @@ def bench_backend(backend: Backend, plan: Plan, photo: bytes, sink: str, logs: P
         bench_uploads(backend, address, sink, seeded, plan, photo, rows)
 
 
+def bench_content(plan: Plan, photo: bytes, rows: list[Row], details: list[Detail], backends: list[Backend],
+                  skipped: list[str]) -> None:
+    """The content server on the embedded default, then on PostgreSQL + S3."""
+    with tempfile.TemporaryDirectory(prefix="contentops-bench-") as tmp, sink_server() as sink:
+        root = Path(tmp)
+        common = {"CONTENTOPS_SECRET_KEY": "bench-secret"}
+        embedded = Backend("SQLite", "local folder", {**common, "CONTENTOPS_DATA_DIR": str(root / "embedded")})
+        backends.append(embedded)
+        bench_backend(embedded, plan, photo, sink, root / "logs", rows, details)
+        with contextlib.ExitStack() as stack:
+            try:
+                url = stack.enter_context(postgres_database())
+            except Exception as err:  # noqa: BLE001 - reported in the results instead
+                skipped.append(f"PostgreSQL backend: {err.__class__.__name__}: {err}")
+                url = ""
+            if url:
+                s3, label = stack.enter_context(s3_endpoint("bench-content"))
+                production = Backend("PostgreSQL", label,
+                                     {**common, **s3, "CONTENTOPS_DATA_DIR": str(root / "production"),
+                                      "DATABASE_URL": url})
+                backends.append(production)
+                bench_backend(production, plan, photo, sink, root / "logs", rows, details)
+
+
 def render(plan: Plan, quick: bool, rows: list[Row], details: list[Detail], backends: list[Backend],
            elapsed: float, skipped: list[str], load_before: tuple[float, ...]) -> str:
     lines = [
@@ -152,6 +180,13 @@ def render(plan: Plan, quick: bool, rows: list[Row], details: list[Detail], back
         "polled GetContactProfile; reads on a seeded history, taking turns with the health Check. Targets are the "
         "tracking issue's.",
         "",
+        "Web edge (bench/web.py): `uvicorn --factory` serving services.web.app.build_app with --workers 1 and 2, in front of "
+        "the distribution and tracking services on PostgreSQL, S3 and Redis (db 8). The customer page at a fixed 500 req/s "
+        "from an open-loop asyncio generator, server time from a timing middleware in the edge (client-observed time "
+        "beside it); the beacon endpoint's maximum with wrk (2 threads, 64 connections, every beacon valid and distinct) "
+        "against a no-op Starlette POST endpoint under the same uvicorn options in the same run, and every acknowledged "
+        "beacon counted in Redis afterwards. wrk, Redis, the servers and the generator share the 2 cores.",
+        "",
         render_table(rows),
         "## Per setting",
         "",
@@ -175,10 +210,15 @@ def render(plan: Plan, quick: bool, rows: list[Row], details: list[Detail], back
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a fast smoke run with small counts")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=PARTS,
+                        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/results.md, "
-                                                 "bench/out/results-quick.md with --quick)")
+                                                 "bench/out/results-quick.md with --quick, bench/out/results-partial.md "
+                                                 "with --only)")
     args = parser.parse_args(argv)
-    out: Path = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    if unknown := set(args.only) - set(PARTS):
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    out: Path = args.out or (QUICK_RESULTS if args.quick else PARTIAL_RESULTS if set(args.only) != set(PARTS) else RESULTS)
     plan = QUICK if args.quick else FULL
     began = time.perf_counter()
     load_before = os.getloadavg()
@@ -186,34 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     details: list[Detail] = []
     backends: list[Backend] = []
     skipped: list[str] = []
-    photo = uploads.noisy_photo()
     print("distribution domain: image variant and text copy ...", flush=True)
-    for module in (image_variant, text_variation):  # in-process, before any server starts: a quiet machine
+    for module in (m for name, m in DOMAIN.items() if name in args.only):  # in-process, before any server starts
         for d in module.run(args.quick):
             rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
-    print("distribution and tracking services: GetRepCopy, campaign fan-out on Celery workers, tracking ...", flush=True)
-    for module in (rep_copy, campaign, tracking):  # each starts and stops its own server / workers and stores
+    print("distribution and tracking services, web edge: GetRepCopy, campaign fan-out on Celery workers, tracking, "
+          "customer page and beacons ...", flush=True)
+    for module in (m for name, m in SERVICES.items() if name in args.only):  # each starts and stops its own processes
         for d in module.run(args.quick):
             rows.append(Row(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"]))
-    with tempfile.TemporaryDirectory(prefix="contentops-bench-") as tmp, sink_server() as sink:
-        root = Path(tmp)
-        common = {"CONTENTOPS_SECRET_KEY": "bench-secret"}
-        embedded = Backend("SQLite", "local folder", {**common, "CONTENTOPS_DATA_DIR": str(root / "embedded")})
-        backends.append(embedded)
-        bench_backend(embedded, plan, photo, sink, root / "logs", rows, details)
-        with contextlib.ExitStack() as stack:
-            try:
-                url = stack.enter_context(postgres_database())
-            except Exception as err:  # noqa: BLE001 - reported in the results instead
-                skipped.append(f"PostgreSQL backend: {err.__class__.__name__}: {err}")
-                url = ""
-            if url:
-                s3, label = stack.enter_context(s3_endpoint("bench-content"))
-                production = Backend("PostgreSQL", label,
-                                     {**common, **s3, "CONTENTOPS_DATA_DIR": str(root / "production"),
-                                      "DATABASE_URL": url})
-                backends.append(production)
-                bench_backend(production, plan, photo, sink, root / "logs", rows, details)
+    if "content" in args.only:
+        bench_content(plan, uploads.noisy_photo(), rows, details, backends, skipped)
     text = render(plan, args.quick, rows, details, backends, time.perf_counter() - began, skipped, load_before)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

@@ -18,12 +18,10 @@ empty, a service token this runner keeps in the data folder.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import uvicorn
 
@@ -32,7 +30,6 @@ from services.content.app import ContentApp
 from services.content.events import InProcessEvents
 from services.distribution.__main__ import build_server as build_distribution_server
 from services.distribution.app import DistributionApp
-from services.shared.identity.domain import Role, parse_bearer
 from services.shared.identity.store import IdentityStore
 from services.shared.logs import configure_logging
 from services.shared.metrics import serve_metrics
@@ -42,35 +39,18 @@ from services.tracking.__main__ import build_server as build_tracking_server
 from services.tracking.app import TrackingApp
 from services.web.app import build_app
 from services.web.backends import Backends
+from services.web.servicetoken import FILE_NAME, stored_service_token
 
 log = logging.getLogger("services")
-SERVICE_TOKEN_FILE = "web-service.token"
-
-
-def embedded_service_token(identity: IdentityStore, data_dir: Path) -> str:
-    """The web edge's service token on the embedded default: kept in the data folder (owner-only), made once."""
-    path = data_dir / SERVICE_TOKEN_FILE
-    if path.exists():
-        token = path.read_text().strip()
-        try:
-            if identity.authenticate(*parse_bearer(f"Bearer {token}")).role is Role.SERVICE:
-                return token
-        except Exception:  # noqa: BLE001 - revoked, or from another database: make a new one
-            log.info("the stored web service token no longer works; making a new one")
-    _, _, token = identity.create_user("web edge", Role.SERVICE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    return token
 
 
 def start_web(settings, identity: IdentityStore) -> tuple[uvicorn.Server, threading.Thread]:  # type: ignore[no-untyped-def]
-    token = settings.web_service_token or embedded_service_token(identity, settings.data_dir)
+    token = settings.web_service_token or stored_service_token(identity, settings.data_dir / FILE_NAME)
     web_settings = settings.replace(web_service_token=token)
     host, _, port = settings.web_addr.rpartition(":")
     server = uvicorn.Server(uvicorn.Config(build_app(web_settings, Backends(web_settings, token)), host=host or "127.0.0.1",
-                                           port=int(port), log_level="warning", lifespan="on", server_header=False))
+                                           port=int(port), log_level="warning", lifespan="on", server_header=False,
+                                           log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="web-edge", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
