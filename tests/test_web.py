@@ -168,3 +168,19 @@ def test_a_reader_visible_12s_hidden_10s_visible_5s_is_recorded_as_17s_engaged(w
     (row,) = views_of(web.track, post)
     assert 15_000 <= row.engaged_ms <= 19_000, f"engaged {row.engaged_ms} ms, expected 17 s ± 2 s"
     assert not row.bot
+
+
+def test_a_burst_of_readers_of_one_link_asks_the_distribution_service_once(web: Web) -> None:
+    from services.shared.metrics import RPC_SECONDS
+
+    _, token, _ = shared_link(web.track)
+
+    def copies_fetched() -> float:
+        return sum(s.value for m in RPC_SECONDS.collect() for s in m.samples
+                   if s.name.endswith("_count") and s.labels.get("method") == "GetRepCopy")
+
+    before = copies_fetched()
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+        for _ in range(5):
+            assert client.get(f"/s/{token}").status_code == 200
+    assert copies_fetched() - before == 1  # the rest came from the edge's few-second copy cache

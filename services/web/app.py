@@ -59,6 +59,7 @@ class Edge:
         self.templates = templates
         self.cookie_secure = settings.web_cookie_secure
         self.share_tokens = ShareTokens(list(settings.share_token_keys))
+        self.copies = customer.CopyCache()
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,
              headers: dict[str, str] | None = None) -> Response:

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 
 import grpc
@@ -39,6 +40,7 @@ VISITOR_MAX_AGE = 365 * 86_400
 MAX_BEACON_BYTES = 2_048
 MAX_IMAGE_WIDTH = 720  # phones show posts at most this wide; the rep's page offers the full image to save
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
+COPY_CACHE_SECONDS = 5.0
 MAX_DELTA_MS = 3_600_000  # the service caps further (the heartbeat interval plus slack)
 
 
@@ -77,11 +79,42 @@ def _share(edge, token: str) -> ShareToken:  # type: ignore[no-untyped-def]
     return edge.share_tokens.verify(token)
 
 
+class CopyCache:
+    """The live copy per (post, rep) for COPY_CACHE_SECONDS: a shared link is opened by many readers in a burst, and
+    each asking the distribution service costs more CPU than the rest of the page. A new revision or an archive
+    reaches readers at most that late (the distribution service's own post cache adds its second)."""
+
+    def __init__(self, ttl: float = COPY_CACHE_SECONDS, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: dict[tuple[str, str], tuple[float, dpb.RepCopy]] = {}
+
+    def get(self, key: tuple[str, str]) -> dpb.RepCopy | None:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, key: tuple[str, str], copy: dpb.RepCopy) -> None:
+        if len(self._items) >= self.size:
+            now = time.monotonic()
+            self._items = {k: v for k, v in self._items.items() if v[0] >= now}
+            if len(self._items) >= self.size:
+                self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, copy)
+
+
 async def _copy(edge, share: ShareToken, md: tuple[tuple[str, str], ...]) -> dpb.RepCopy:  # type: ignore[no-untyped-def]
-    """The rep's live copy the link names."""
+    """The rep's live copy the link names (cached briefly: CopyCache)."""
+    key = (share.post_id, share.rep_id)
+    cached = edge.copies.get(key)
+    if cached is not None:
+        return cached
     b = edge.backends
-    return await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
+    copy = await b.call(b.distribution.GetRepCopy, dpb.GetRepCopyRequest(post=f"posts/{share.post_id}",
                                                                           rep=f"reps/{share.rep_id}"), md)
+    edge.copies.put(key, copy)
+    return copy
 
 
 async def share_page(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
