@@ -206,3 +206,17 @@ def ms(seconds: float) -> str:
 def render_table(rows: list[Row]) -> str:
     header = "| figure | measured | target | baseline/floor (same run) | ratio |\n|---|---:|---|---:|---:|\n"
     return header + "".join(f"| {r.figure} | {r.measured} | {r.target} | {r.floor} | {r.ratio} |\n" for r in rows)
+
+
+def delete_redis_keys(url: str, patterns: tuple[str, ...]) -> None:
+    """Delete a benchmark's keys (by pattern, in batches) from its own Redis database."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for pattern in patterns:
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i:i + 500])
+    finally:
+        client.close()

@@ -80,7 +80,17 @@ from services.tracking.domain.engagement import ViewState
 from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
 
 from . import reads
-from .common import ROOT, clean_environ, ms, percentile, postgres_database, run_alone, service_process, stop_process
+from .common import (
+    ROOT,
+    clean_environ,
+    delete_redis_keys,
+    ms,
+    percentile,
+    postgres_database,
+    run_alone,
+    service_process,
+    stop_process,
+)
 
 REDIS_DB = 10  # this benchmark's own Redis database (tests use 11-14, bench/campaign.py 15)
 REDIS_URL = f"{(os.environ.get('BENCH_REDIS_URL') or 'redis://127.0.0.1:6379/0').rsplit('/', 1)[0]}/{REDIS_DB}"
@@ -142,14 +152,7 @@ def bearer(secret: str) -> Metadata:
 
 
 def clean_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for pattern in KEY_PATTERNS:
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i:i + 500])
-    finally:
-        client.close()
+    delete_redis_keys(REDIS_URL, KEY_PATTERNS)
 
 
 def tracking_server(env: dict[str, str], log_path: Path) -> contextlib.AbstractContextManager[str]:

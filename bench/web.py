@@ -55,6 +55,7 @@ from .common import (
     ROOT,
     Backend,
     clean_environ,
+    delete_redis_keys,
     free_port,
     ms,
     percentile,
@@ -435,16 +436,7 @@ def heartbeats_in_redis(partitions: int = 1) -> int:
 
 
 def clean_redis() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for pattern in KEY_PATTERNS:
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i:i + 500])
-    finally:
-        client.close()
+    delete_redis_keys(REDIS_URL, KEY_PATTERNS)
 
 
 # ---- the run -------------------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from services.shared.migrate import upgrade_all
 from services.shared.settings import Settings, load_settings
 
 from . import infra
+from .tracking_harness import Track, build_track
+from .web_harness import Web, serve_web
 
 # Backends every service test runs on: the embedded default and production's stores.
 BACKENDS = ["embedded", "production"]
@@ -105,3 +107,16 @@ def harness(settings: Settings) -> Iterator[Harness]:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"postgres: {infra.PG_ADMIN_URL}", f"redis: {infra.REDIS_URL}",
             f"s3: {'MinIO at ' + os.environ['MINIO_ENDPOINT'] if os.environ.get('MINIO_ENDPOINT') else 'moto (loopback)'}"]
+
+
+# ---- the tracking harness (content + distribution + tracking) and the web edge in front of it --------------------
+
+
+@pytest.fixture
+def track(harness: Harness) -> Iterator[Track]:
+    yield from build_track(harness)
+
+
+@pytest.fixture
+def web(track: Track) -> Iterator[Web]:
+    yield from serve_web(track)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -27,18 +26,7 @@ from services.shared.metrics import serve_metrics
 
 from . import infra
 from .helpers import wait_for
-from .tracking_harness import Track, build_track
-from .web_harness import PHONE_UA, Web, serve_web
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
-
-
-@pytest.fixture
-def web(track: Track) -> Iterator[Web]:
-    yield from serve_web(track)
+from .web_harness import PHONE_UA, Web
 
 
 def test_a_log_line_is_one_json_object_with_the_request_id() -> None:

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
 
-from .tracking_harness import Track, build_track
+from .tracking_harness import Track
 
 BODY = "5岁小姑娘的创造力启蒙，其实只需要三步：每天15分钟自由涂鸦，一起读一本图画书，周末一次户外观察。" * 4
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
 
 
 def code_of(call, *args, **kwargs) -> grpc.StatusCode:  # type: ignore[no-untyped-def]

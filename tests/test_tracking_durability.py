@@ -48,7 +48,7 @@ from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
 from . import infra
 from .helpers import wait_for
 from .test_tracking_streams import own_redis
-from .tracking_harness import Metadata, Track, build_track, log_payloads, pause_consumer, resume_consumer
+from .tracking_harness import Metadata, Track, log_payloads, pause_consumer, resume_consumer
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_DB = 12  # the consumer-process test's own database (default stream prefix): flushed before and after
@@ -57,11 +57,6 @@ WAIT = 60  # upper bound on a loaded machine; never an assertion on speed
 BODY = "孩子的保险怎么配：先给大人配足保障，再给孩子配医疗险和意外险，最后才考虑教育金。" * 5
 IPV4 = "203.0.113.7"
 IPV6 = "2001:db8:85a3::8a2e:370:7334"
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
 
 
 # ---- helpers --------------------------------------------------------------------------------------

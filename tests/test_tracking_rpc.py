@@ -21,7 +21,7 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,7 @@ from .test_api_fuzz import (
     use_non_utc_database_timezone,
     weighted,
 )
-from .tracking_harness import Metadata, Track, build_track
+from .tracking_harness import Metadata, Track
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TrackingService"]
 METHODS: list[MethodDescriptor] = list(SERVICE.methods)
@@ -76,11 +76,6 @@ FUZZ = hsettings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
 
 
 # ---- the scene: two teams, a rep in each, their managers, a published post ----------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,20 +24,10 @@ from services.shared.sharetoken import ShareTokens
 from services.tracking.models import ViewRow
 
 from .helpers import wait_for
-from .tracking_harness import Track, build_track
-from .web_harness import ARTIFACTS, PHONE_UA, Web, chromium, serve_web
+from .tracking_harness import Track
+from .web_harness import ARTIFACTS, PHONE_UA, Web, chromium
 
 BODY = "第一步：和孩子一起观察身边的颜色。\n第二步：用三种材料做一件小作品。\n价格 199 元，详见 https://example.com/camp"
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
-
-
-@pytest.fixture
-def web(track: Track) -> Iterator[Web]:
-    yield from serve_web(track)
 
 
 def shared_link(track: Track) -> tuple[str, str, tuple[tuple[str, str], ...]]:

@@ -30,15 +30,10 @@ from services.web.beacons import RedisBeacons
 
 from . import infra
 from .test_web import BODY
-from .tracking_harness import Track, build_track, log_payloads
+from .tracking_harness import Track, log_payloads
 from .web_harness import PHONE_UA, Web, serve_web
 
 pytestmark = pytest.mark.parametrize("settings", ["production"], indirect=True)
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
 
 
 @pytest.fixture

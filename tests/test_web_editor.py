@@ -19,7 +19,6 @@ import asyncio
 import io
 import re
 import socket
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -34,24 +33,14 @@ from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 from services.web.editor import bar_class, canonical, forward_tree, highlight, parse_schedule
 
 from .helpers import wait_for
-from .tracking_harness import Track, build_track
-from .web_harness import Web, chromium, csrf_of, screenshot, serve_web
+from .tracking_harness import Track
+from .web_harness import Web, chromium, csrf_of, screenshot
 
 DEMO = Path(__file__).resolve().parent.parent / "services" / "demo_data"
 JPEGS = sorted(DEMO.glob("*.jpg"))
 BODY = ("[[亲爱的家长们|各位爸爸妈妈|家长朋友们]]，[[本周六|这个周六]]上午10:00，早教中心开放日来啦！\n"
         "现场体验课 ¥99/节，报名电话 400-820-1234。")
 TEMPLATE = "{{ body }}\n—— {{ rep.display_name }}"
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
-
-
-@pytest.fixture
-def web(track: Track) -> Iterator[Web]:
-    yield from serve_web(track)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,22 +31,12 @@ from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 from services.shared.identity.domain import Role
 
 from .helpers import wait_for
-from .tracking_harness import Track, build_track
-from .web_harness import PHONE_UA, Web, chromium, csrf_of, screenshot, serve_web
+from .tracking_harness import Track
+from .web_harness import PHONE_UA, Web, chromium, csrf_of, screenshot
 
 BODY = ("[[亲爱的家长们|各位爸爸妈妈]]，5岁是创造力启蒙的关键期。\n第一步：和孩子一起观察身边的颜色。\n"
         "第二步：用三种材料做一件小作品。\n体验课 ¥99/节，报名 https://example.com/camp")
 TITLE = "5岁小姑娘的创造力启蒙三步走"
-
-
-@pytest.fixture
-def track(harness) -> Iterator[Track]:  # type: ignore[no-untyped-def]
-    yield from build_track(harness)
-
-
-@pytest.fixture
-def web(track: Track) -> Iterator[Web]:
-    yield from serve_web(track)
 
 
 def setup_rep(track: Track, name: str = "王老师", team: str = "") -> tuple[str, dpb.Rep, tuple[tuple[str, str], ...]]:
