@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -220,3 +221,20 @@ def delete_redis_keys(url: str, patterns: tuple[str, ...]) -> None:
                 client.delete(*keys[i:i + 500])
     finally:
         client.close()
+
+
+def run_together(threads: list[threading.Thread], barrier: threading.Barrier, errors: list[str], what: str) -> float:
+    """Start the client threads, which wait at ``barrier`` once warmed up (or abort it on an error), and time from
+    there until the last one ends: the wall seconds of the measurement."""
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        for t in threads:
+            t.join()
+        raise RuntimeError(f"{what} failed before the measurement: {errors[:3]}") from None
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began

@@ -29,7 +29,7 @@ from services.protos.contentops.content.v1 import content_pb2_grpc as pb_grpc
 from services.shared.identity.domain import Role
 from services.shared.settings import load_settings
 
-from .common import ROOT, Backend
+from .common import ROOT, Backend, run_together
 
 DEMO = ROOT / "services" / "demo_data"
 PAGE_SIZE = 50
@@ -151,18 +151,7 @@ def run_load(address: str, clients: int, calls: int, max_seconds: float, warmup:
                     break
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    try:
-        barrier.wait()
-    except threading.BrokenBarrierError:
-        for t in threads:
-            t.join()
-        raise RuntimeError(f"clients failed before the measurement: {errors[:3]}") from None
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
+    wall = run_together(threads, barrier, errors, "clients")
     latencies = sorted(x for r in results for x in r)
     return Load(latencies, wall, len(errors), errors[0] if errors else "")
 

@@ -88,6 +88,7 @@ from .common import (
     percentile,
     postgres_database,
     run_alone,
+    run_together,
     service_process,
     stop_process,
 )
@@ -336,18 +337,7 @@ def bench_ingest(address: str, world: World, plan: Plan) -> Ingested:
                 totals[index][1] += reply.throttled
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(plan.ingest_clients)]
-    for w in workers:
-        w.start()
-    try:
-        barrier.wait()
-    except threading.BrokenBarrierError:
-        for w in workers:
-            w.join()
-        raise RuntimeError(f"ingest clients failed before the measurement: {errors[:2]}") from None
-    began = time.perf_counter()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - began
+    wall = run_together(workers, barrier, errors, "ingest clients")
     if errors:
         raise RuntimeError(f"RecordEngagement failed: {errors[0]}")
     warmup_events = sum(min(PER_MESSAGE, share) for _ in range(plan.ingest_clients))

@@ -20,10 +20,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from datetime import timedelta
-
-import uvicorn
 
 from services.content.__main__ import build_server as build_content_server
 from services.content.app import ContentApp
@@ -40,25 +37,20 @@ from services.tracking.app import TrackingApp
 from services.web.app import build_app
 from services.web.backends import Backends
 from services.web.servicetoken import FILE_NAME, stored_service_token
+from services.web.threaded import ThreadedServer
 
 log = logging.getLogger("services")
 
 
-def start_web(settings, identity: IdentityStore) -> tuple[uvicorn.Server, threading.Thread]:  # type: ignore[no-untyped-def]
+def start_web(settings, identity: IdentityStore) -> ThreadedServer:  # type: ignore[no-untyped-def]
     token = settings.web_service_token or stored_service_token(identity, settings.data_dir / FILE_NAME)
     web_settings = settings.replace(web_service_token=token)
     host, _, port = settings.web_addr.rpartition(":")
-    server = uvicorn.Server(uvicorn.Config(build_app(web_settings, Backends(web_settings, token)), host=host or "127.0.0.1",
-                                           port=int(port), log_level="warning", lifespan="on", server_header=False,
-                                           log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, name="web-edge", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise SystemExit(f"the web edge could not start on {settings.web_addr}")
-        time.sleep(0.05)
-    return server, thread
+    try:
+        return ThreadedServer(build_app(web_settings, Backends(web_settings, token)), host or "127.0.0.1", int(port),
+                              log_level="warning", server_header=False, log_config=None, access_log=False).start()
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def main() -> None:
@@ -94,13 +86,12 @@ def main() -> None:
     for server in servers:
         server.start()
     runner.start()
-    web, web_thread = start_web(settings, content.identity)
+    web = start_web(settings, content.identity)
     log.info("content on %s, distribution on %s, tracking on %s, web edge on http://%s (embedded default, data in %s)",
              settings.content_addr, settings.distribution_addr, settings.tracking_addr, settings.web_addr, settings.data_dir)
     print(f"ContentOps is running: open http://{settings.web_addr}/signin (Ctrl-C stops it)", flush=True)
     stopping.wait()
-    web.should_exit = True
-    web_thread.join(timeout=settings.shutdown_grace_seconds)
+    web.stop(timeout=settings.shutdown_grace_seconds)
     drains = [threading.Thread(target=s.stop) for s in servers]  # both drain in parallel within the grace
     for t in drains:
         t.start()

@@ -1690,27 +1690,15 @@ def _run_probe(command: list[str]) -> int:
 
 @pytest.fixture
 def web_edge(tmp_path: Path) -> Any:
-    import threading
-    import time
-
-    import uvicorn
-
     from services.web.app import build_app
     from services.web.backends import Backends
+    from services.web.threaded import ThreadedServer
 
     settings = load_settings({"CONTENTOPS_DATA_DIR": str(tmp_path), "CONTENTOPS_SECRET_KEY": "probe"})
     port = infra.free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(settings, Backends(settings, "token")), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the web edge did not start"
-        time.sleep(0.02)
+    server = ThreadedServer(build_app(settings, Backends(settings, "token")), "127.0.0.1", port, log_level="warning").start()
     yield port
-    server.should_exit = True
-    thread.join(10)
+    server.stop()
 
 
 def test_python_c_probes_are_all_of_a_kind_tested_here() -> None:

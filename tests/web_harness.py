@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from services.tracking.streams import RedisEventLog
 from services.web.app import build_app
 from services.web.backends import Backends
 from services.web.beacons import Beacons, RedisBeacons
+from services.web.threaded import ThreadedServer
 
 from . import infra
 from .tracking_harness import Track
@@ -117,15 +116,8 @@ def serve_web(track: Track, beacons: Beacons | None = None) -> Iterator[Web]:
         beacons.clock = clock  # the edge receives beacons on the ingest's clock, as the tracking service would
     app = build_app(settings, Backends(settings, token), beacons=beacons)
     port = infra.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the web edge did not start"
-        time.sleep(0.02)
+    server = ThreadedServer(app, "127.0.0.1", port, log_level="warning").start()
     try:
         yield Web(track, f"http://127.0.0.1:{port}")
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()

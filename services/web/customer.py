@@ -44,7 +44,7 @@ COPY_CACHE_SECONDS = 5.0
 MAX_DELTA_MS = 3_600_000  # the service caps further (the heartbeat interval plus slack)
 
 
-class _ImageCache:
+class ImageCache:
     """Resized copy images by (image name, sha256): a copy image never changes, so an entry never goes stale."""
 
     def __init__(self, budget: int = IMAGE_CACHE_BYTES) -> None:
@@ -71,7 +71,7 @@ class _ImageCache:
                 self.used -= len(data)
 
 
-images = _ImageCache()
+images = ImageCache()
 
 
 def _share(edge, token: str) -> ShareToken:  # type: ignore[no-untyped-def]
@@ -186,14 +186,14 @@ async def share_image(edge, request: Request) -> Response:  # type: ignore[no-un
         if cached is None:
             data = b"".join([m.chunk async for m in b.distribution.DownloadCopyImage(
                 dpb.DownloadCopyImageRequest(name=image.name), metadata=md, timeout=10)])
-            cached = await run_in_threadpool(_fit, data)
+            cached = await run_in_threadpool(fit_for_phone, data)
             images.put(key, cached)
     except grpc.aio.AioRpcError as err:
         return _refused(edge, request, err.code())
     return Response(cached[0], media_type=cached[1], headers={"cache-control": "private, max-age=3600"})
 
 
-def _fit(data: bytes) -> tuple[bytes, str]:
+def fit_for_phone(data: bytes) -> tuple[bytes, str]:
     """The image at most MAX_IMAGE_WIDTH wide, re-encoded as the phone needs it (JPEG, or PNG if it has alpha)."""
     with Image.open(io.BytesIO(data)) as im:
         if im.width <= MAX_IMAGE_WIDTH and im.format in ("JPEG", "PNG"):

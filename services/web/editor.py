@@ -55,7 +55,7 @@ from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 from services.shared.errors import InvalidArgument
 
 from .backends import request_id
-from .customer import _ImageCache
+from .customer import ImageCache
 from .sessions import MAX_FORM_BYTES, User, checked_form, signed_in
 
 EDITORS = ("editor", "admin")
@@ -70,7 +70,7 @@ MAX_TREE_NODES = 300
 MAX_TREE_DEPTH = 20
 MAX_VARIANTS = 50
 MAX_REP_LOOKUPS = 100
-thumbs = _ImageCache(16 * 1024 * 1024)  # by asset name: an asset's bytes never change
+thumbs = ImageCache(16 * 1024 * 1024)  # by asset name: an asset's bytes never change
 
 STATES = {cpb.POST_STATE_DRAFT: ("draft", "草稿"), cpb.POST_STATE_SCHEDULED: ("scheduled", "已排期"),
           cpb.POST_STATE_PUBLISHED: ("published", "已发布"), cpb.POST_STATE_ARCHIVED: ("archived", "已归档")}

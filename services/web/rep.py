@@ -21,7 +21,7 @@ from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 
 from . import live
 from .backends import request_id
-from .customer import _fit, images
+from .customer import fit_for_phone, images
 from .sessions import MAX_FORM_BYTES, User, checked_form, signed_in
 
 MAX_CONTACT_NAME = 40
@@ -143,7 +143,7 @@ async def image(edge, request: Request, user: User) -> Response:  # type: ignore
             return Response(data, media_type=img.mime_type or "image/jpeg", headers={
                 "content-disposition": f"attachment; filename=\"{filename}\"; filename*=UTF-8''{urllib.parse.quote(filename)}",
                 "cache-control": "private, no-store"})
-        cached = await run_in_threadpool(_fit, data)
+        cached = await run_in_threadpool(fit_for_phone, data)
         images.put(key, cached)
     return Response(cached[0], media_type=cached[1], headers={"cache-control": "private, max-age=3600"})
 
