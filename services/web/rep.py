@@ -71,14 +71,17 @@ async def _copy(edge, request: Request, user: User) -> dpb.RepCopy:  # type: ign
 
 
 async def _post_page(edge, request: Request, user: User, link: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
-                     problem: str = "", status: int = 200) -> Response:
+                     problem: str = "", status: int = 200, copy: dpb.RepCopy | None = None) -> Response:
+    """The copy page (``copy``: when the caller has fetched it already)."""
     if not user.rep:
         return _unlinked(edge, request)
     b = edge.backends
     md = _md(edge, request, user)
-    copy, contacts = await asyncio.gather(
-        _copy(edge, request, user),
-        b.call(b.tracking.ListContacts, tpb.ListContactsRequest(parent=user.rep, page_size=CONTACTS_SHOWN), md))
+    listing = b.call(b.tracking.ListContacts, tpb.ListContactsRequest(parent=user.rep, page_size=CONTACTS_SHOWN), md)
+    if copy is None:
+        copy, contacts = await asyncio.gather(_copy(edge, request, user), listing)
+    else:
+        contacts = await listing
     post_id = request.path_params["post_id"]
     return edge.page(request, "rep_post.html", {
         "post_id": post_id, "text": copy.text,
@@ -116,9 +119,9 @@ async def contact_link(edge, request: Request, user: User) -> Response:  # type:
     except grpc.aio.AioRpcError as err:
         if err.code() is not grpc.StatusCode.INVALID_ARGUMENT:
             raise
-        return await _post_page(edge, request, user, problem=err.details() or "无法创建链接", status=400)
+        return await _post_page(edge, request, user, problem=err.details() or "无法创建链接", status=400, copy=copy)
     return await _post_page(edge, request, user, link={
-        "name": made.contact.display_name, "url": str(request.url_for("share", token=made.share_token))})
+        "name": made.contact.display_name, "url": str(request.url_for("share", token=made.share_token))}, copy=copy)
 
 
 @signed_in("rep")
