@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.shared.healthcheck import check
 from services.shared.settings import SETTINGS
@@ -183,6 +184,48 @@ def median(values: list[float]) -> float:
     return percentile(sorted(values), 50)
 
 
+@dataclass(frozen=True)
+class Score:
+    """A figure with a numeric target, as numbers: what bench/results.md's summary and bench/results.png show.
+
+    ``floor`` is what the same run measured for the thing's floor or baseline (health Check, plain put, no-op
+    endpoint, bare XADD): the best the figure could be on this machine, when there is one.
+    """
+
+    name: str  # short, for the plot and the summary
+    value: float
+    target: float
+    unit: str  # "ms", "s", "/s", "" ...
+    higher_is_better: bool = False
+    floor: float | None = None
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    @property
+    def headroom(self) -> float:
+        """How far inside the target the figure is: above 1 meets it (target ÷ value, or value ÷ target for rates)."""
+        return self.value / self.target if self.higher_is_better else self.target / self.value
+
+    @property
+    def floor_headroom(self) -> float | None:
+        if self.floor is None or self.floor <= 0:
+            return None
+        return self.floor / self.target if self.higher_is_better else self.target / self.floor
+
+    def show(self, x: float) -> str:
+        text = f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
+        return f"{text} {self.unit}".strip() if self.unit not in ("/s", "×") else f"{text}{self.unit}"
+
+    @property
+    def target_text(self) -> str:
+        return f"{'≥' if self.higher_is_better else '≤'} {self.show(self.target)}"
+
+
+Figure = dict[str, Any]  # a benchmark's row: figure, measured, target, baseline, ratio (text) and maybe a score
+
+
 @dataclass
 class Row:
     figure: str
@@ -190,9 +233,14 @@ class Row:
     target: str
     floor: str
     ratio: str
+    score: Score | None = None
+
+    @classmethod
+    def of(cls, d: Figure) -> Row:
+        return cls(d["figure"], d["measured"], d["target"], d["baseline"], d["ratio"], d.get("score"))
 
 
-def run_alone(doc: str | None, run: Callable[[bool], list[dict[str, str]]]) -> None:
+def run_alone(doc: str | None, run: Callable[[bool], list[Figure]]) -> None:
     """``python -m bench.<module> [--quick]``: one benchmark, its rows printed as table lines."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
     parser.add_argument("--quick", action="store_true")

@@ -40,7 +40,7 @@ from services.shared.settings import load_settings
 
 from . import reads
 from .campaign import POST_TEMPLATE, nine_photos
-from .common import ROOT, Backend, ms, percentile, postgres_database, run_alone, s3_endpoint, service_process
+from .common import ROOT, Backend, Score, ms, percentile, postgres_database, run_alone, s3_endpoint, service_process
 
 TARGETS = {1: 0.005, 16: 0.025}  # p99, seconds (issue 3)
 REFERENCE = {1: "0.62 ms", 16: "8.4 ms"}  # a no-op grpcio call's p99 measured on this machine (issue 3)
@@ -153,6 +153,8 @@ def bench_backend(backend: Backend, plan: Plan, logs: Path, rows: list[dict[str,
                                if q == 99 and target is not None else "—"),
                     "baseline": f"health Check p{q}: {ms(base)}",
                     "ratio": f"{value / base:.1f}×{meets}",
+                    **({"score": Score(f"GetRepCopy p99, {who}, {backend.name}", value * 1000, target * 1000, "ms",
+                                       floor=base * 1000)} if q == 99 and target is not None else {}),
                 })
 
 

@@ -23,6 +23,8 @@ from services.content.domain import templates
 from services.distribution.domain import text as tv
 from services.distribution.domain.text import RepFields, TextSource
 
+from .common import Score
+
 TEMPLATE = "{{ body }}\n\n—— {{ rep.display_name }}｜{{ rep.store }}\n{{ rep.signature }}"
 # 500 characters: a typical WeChat Moments / Xiaohongshu sales post with editor alternatives, pool phrases,
 # prices, dates, times, phone numbers, a link, #hashtags and an @mention.
@@ -105,7 +107,8 @@ def run(quick: bool) -> list[dict[str, str]]:
                  "target": "≤ 0.8, no duplicates",
                  "baseline": f"random: {randomly.jaccard_max:.3f} (median {randomly.jaccard_median:.3f}, "
                              f"{randomly.duplicates} duplicates)",
-                 "ratio": f"{planned.jaccard_max / randomly.jaccard_max:.2f}"})
+                 "ratio": f"{planned.jaccard_max / randomly.jaccard_max:.2f}",
+                 "score": Score(f"max body Jaccard, {reps_count:,} reps", planned.jaccard_max, 0.8, "")})
     demo_plan = tv.plan_assignments(DEMO_SOURCE, [f"rep{i}" for i in range(100)], seed="demo")
     rows.append({"figure": "capacity estimate (body Jaccard ≤ 0.8): demo post / 500-char post",
                  "measured": f"{demo_plan.capacity_estimate}{'' if demo_plan.capacity_exact else '+'} / "
@@ -136,7 +139,9 @@ def run(quick: bool) -> list[dict[str, str]]:
                      "measured": f"{value * 1000:.3f} ms",
                      "target": f"≤ {TARGET_P50_MS:g} ms" if q == 50 else "—",
                      "baseline": f"template render alone p{q}: {base * 1000:.3f} ms",
-                     "ratio": f"{value / base:.1f}×"})
+                     "ratio": f"{value / base:.1f}×",
+                     **({"score": Score("render_text p50, 500 chars", value * 1000, TARGET_P50_MS, "ms", floor=base * 1000)}
+                        if q == 50 else {})})
 
     # Cold: the first copy of a post (parse the body, compile the template).
     cold = []

@@ -54,6 +54,7 @@ from typing import Any
 from .common import (
     ROOT,
     Backend,
+    Score,
     clean_environ,
     delete_redis_keys,
     free_port,
@@ -480,6 +481,8 @@ def page_rows(plan: Plan, workers: int, page: PageLoad, floor: PageLoad, impl: s
             "baseline": f"no-op page, same rate: p{q} {ms(base)}; client-observed p{q} {ms(client)} (no-op "
                         f"{ms(percentile(floor.client, q))}); generator late p{q} {ms(late)}",
             "ratio": f"{value / base:.0f}×" + (f" ({meets(value <= TARGET_PAGE_P99)})" if q == 99 else ""),
+            **({"score": Score(f"customer page p99 at {PAGE_RATE}/s, {workers} web worker{'s' if workers > 1 else ''}",
+                               value * 1000, TARGET_PAGE_P99 * 1000, "ms", floor=base * 1000)} if q == 99 else {}),
         })
     total = sum(page.cpu.values())
     rows.append({"figure": "↳ CPU per page, all processes (ms), and the cores that takes at the rate", "measured": f"{total:.2f} ms",
@@ -600,6 +603,8 @@ def beacon_rows(plan: Plan, workers: int, edge: list[Wrk], floor: list[Wrk], in_
         "baseline": f"no-op Starlette + uvicorn POST, same wrk, same workers: {floor_rate:,.0f} req/s; edge latency p50 "
                     f"{ms(percentile(sorted(w.p50 for w in edge), 50))}, p99 {ms(max(w.p99 for w in edge))}",
         "ratio": f"{rate / floor_rate:.2f} ({meets(rate >= TARGET_BEACONS)})",
+        "score": Score(f"beacons, {workers} web worker{'s' if workers > 1 else ''}", rate, TARGET_BEACONS, "/s",
+                       higher_is_better=True, floor=floor_rate),
     }, {
         "figure": "↳ heartbeats in the Redis streams / beacons acknowledged (204); refused or failed",
         "measured": f"{in_redis:,} / {acked:,}; {refused}",
