@@ -1464,14 +1464,25 @@ def test_k8s_clients_dial_the_services() -> None:
             for setting in dialed_settings(command[2]):
                 server, port = servers[setting]
                 value = k8s_env(container).get(setting, SETTING_DEFAULTS[setting])
-                assert value == service_address(server, port), f"{name}: {setting}={value}"
+                assert value == grpc_target(server, port), f"{name}: {setting}={value}"
                 dialed += 1
     assert dialed >= 3
     # The ConfigMap holds the clients' view of every gRPC server; each server overrides its own.
     config = config_data("ConfigMap", "contentops-config")
     for setting, (server, port) in servers.items():
         if setting in config:
-            assert config[setting] == service_address(server, port), setting
+            assert config[setting] == grpc_target(server, port), setting
+
+
+def grpc_target(deployment: str, port: int) -> str:
+    """How a client reaches a gRPC Deployment: gRPC's DNS resolver on its headless Service, which lists every ready pod
+    (a ClusterIP Service would hand the client's one long-lived connection to one pod, and round-robin would have
+    nothing to balance). A headless Service does no port mapping, so its port must be the container's."""
+    address = service_address(deployment, port)
+    service = k8s("Service")[host_of(address)]
+    assert service["spec"].get("clusterIP") == "None", f"{host_of(address)}: gRPC Services must be headless"
+    assert port_of(address) == port, f"{address}: a headless Service's port must be the container port {port}"
+    return f"dns:///{address}"
 
 
 def test_k8s_metrics_are_served_where_the_annotations_say(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ def build_server(app: ContentApp, address: str | None = None) -> GrpcServer:
         address or s.content_addr,
         max_workers=s.grpc_max_workers,
         grace_seconds=s.shutdown_grace_seconds,
+        max_connection_age_seconds=s.grpc_max_connection_age_seconds,
     )
 
 

@@ -19,7 +19,7 @@ def build_server(app: DistributionApp, address: str | None = None) -> GrpcServer
     s = app.settings
     return GrpcServer([distribution_spec(app.service, app.tokens)], app.identity.authenticate,
                       address or s.distribution_addr, max_workers=s.grpc_max_workers,
-                      grace_seconds=s.shutdown_grace_seconds)
+                      grace_seconds=s.shutdown_grace_seconds, max_connection_age_seconds=s.grpc_max_connection_age_seconds)
 
 
 def main(settings: Settings | None = None) -> None:

@@ -35,6 +35,7 @@ from services.protos.contentops.content.v1 import content_pb2_grpc as pb_grpc
 
 from .db import Database
 from .errors import ServiceError
+from .grpcclient import channel
 from .identity.domain import Role
 from .identity.store import IdentityStore
 from .migrate import open_database
@@ -93,7 +94,7 @@ class Client:
         if not token:
             raise SystemExit("set CONTENTOPS_TOKEN or pass --token")
         self.metadata = (("authorization", f"Bearer {token}"),)
-        self.channel = grpc.insecure_channel(args.server or load_settings().content_addr)
+        self.channel = channel(args.server or load_settings().content_addr)
         self.stub = pb_grpc.ContentServiceStub(self.channel)
 
     def call(self, method: str, request: object) -> object:

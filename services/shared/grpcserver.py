@@ -237,12 +237,17 @@ class GrpcServer:
         address: str,
         max_workers: int = 16,
         grace_seconds: float = 15.0,
+        max_connection_age_seconds: float = 0.0,
     ) -> None:
         self.grace_seconds = grace_seconds
+        options: list[tuple[str, int]] = [("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+        if max_connection_age_seconds > 0:  # clients reconnect, re-resolve and so reach replicas added since (grpcclient.py)
+            options += [("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(grace_seconds * 1000))]
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
             interceptors=[ServiceInterceptor(authenticate, {s.full_name: s.roles for s in specs})],
-            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+            options=options,
         )
         for spec in specs:
             spec.add_to_server(spec.servicer, self.server)

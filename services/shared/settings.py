@@ -62,6 +62,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
     Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
+    Setting("GRPC_MAX_CONNECTION_AGE_SECONDS", "300", "Servers close a client connection this old (calls in flight get "
+            "SHUTDOWN_GRACE_SECONDS), so round-robin clients re-resolve and spread over new replicas. 0: never."),
     Setting("MAX_ASSET_BYTES", "20971520", "Largest accepted upload (20 MiB)."),
     Setting("MAX_IMAGE_PIXELS", "40000000", "Largest accepted width x height: refuses decompression bombs."),
     Setting("SCHEDULER_INTERVAL_SECONDS", "15", "How often scheduled posts and the event outbox are checked."),
@@ -122,6 +124,7 @@ class Settings:
     campaign_resweep_seconds: float
     grpc_max_workers: int
     shutdown_grace_seconds: float
+    grpc_max_connection_age_seconds: float
     max_asset_bytes: int
     max_image_pixels: int
     scheduler_interval_seconds: float
@@ -249,6 +252,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         campaign_resweep_seconds=_float(env, "CAMPAIGN_RESWEEP_SECONDS"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS"),
+        grpc_max_connection_age_seconds=_float(env, "GRPC_MAX_CONNECTION_AGE_SECONDS"),
         max_asset_bytes=_int(env, "MAX_ASSET_BYTES"),
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS"),
         scheduler_interval_seconds=_float(env, "SCHEDULER_INTERVAL_SECONDS"),

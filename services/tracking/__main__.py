@@ -22,7 +22,8 @@ log = logging.getLogger("services.tracking")
 def build_server(app: TrackingApp, address: str | None = None) -> GrpcServer:
     s = app.settings
     return GrpcServer([tracking_spec(app.ingest, app.service, app.hub, app.tokens)], app.identity.authenticate,
-                      address or s.tracking_addr, max_workers=s.grpc_max_workers, grace_seconds=s.shutdown_grace_seconds)
+                      address or s.tracking_addr, max_workers=s.grpc_max_workers, grace_seconds=s.shutdown_grace_seconds,
+                      max_connection_age_seconds=s.grpc_max_connection_age_seconds)
 
 
 def main(settings: Settings | None = None) -> None:

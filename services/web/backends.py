@@ -18,6 +18,7 @@ from services.protos.contentops.content.v1 import content_pb2_grpc as cpb_grpc
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as dpb_grpc
 from services.protos.contentops.identity.v1 import identity_pb2_grpc as ipb_grpc
 from services.protos.contentops.tracking.v1 import tracking_pb2_grpc as tpb_grpc
+from services.shared.grpcclient import aio_channel
 from services.shared.settings import Settings
 
 DEADLINE = 3.0  # s: a page waits no longer for any one service
@@ -40,9 +41,9 @@ class Backends:
 
     def open(self) -> None:
         """Open the channels (inside the running event loop)."""
-        content = grpc.aio.insecure_channel(self.settings.content_addr)  # content and identity share a server
-        dist = grpc.aio.insecure_channel(self.settings.distribution_addr)
-        track = grpc.aio.insecure_channel(self.settings.tracking_addr)
+        content = aio_channel(self.settings.content_addr)  # content and identity share a server
+        dist = aio_channel(self.settings.distribution_addr)
+        track = aio_channel(self.settings.tracking_addr)
         self.channels = [content, dist, track]
         self.content = cpb_grpc.ContentServiceStub(content)
         self.identity = ipb_grpc.IdentityServiceStub(content)
