@@ -136,20 +136,30 @@ def _session_utc(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.autocommit = autocommit
 
 
+def _server_engine(url: str, pool_size: int) -> Engine:
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
+    event.listen(engine, "connect", _session_utc)
+    return engine
+
+
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    """Sessions on the primary (``write``, ``read``) and, when ``replica_url`` is given, on a read replica
+    (``replica``: for reads that tolerate its lag; without a replica they read the primary)."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, replica_url: str | None = None) -> None:
         self.url = url
         if url.startswith("sqlite"):
+            if replica_url:
+                raise ValueError("a read replica needs a server database (DATABASE_URL), not SQLite")
             self.engine = _sqlite_engine(url, immediate=True)
             self._read_engine = _sqlite_engine(url, immediate=False)
         else:
-            self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-            )
-            event.listen(self.engine, "connect", _session_utc)
+            self.engine = _server_engine(url, pool_size)
             self._read_engine = self.engine
+        self._replica_engine = _server_engine(replica_url, pool_size) if replica_url else self._read_engine
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._replica = sessionmaker(self._replica_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -165,10 +175,14 @@ class Database:
         with translate_db_errors(), self._reader.begin() as session:
             yield session
 
+    @contextlib.contextmanager
+    def replica(self) -> Iterator[Session]:
+        with translate_db_errors(), self._replica.begin() as session:
+            yield session
+
     def dispose(self) -> None:
-        self.engine.dispose()
-        if self._read_engine is not self.engine:
-            self._read_engine.dispose()
+        for engine in {self.engine, self._read_engine, self._replica_engine}:
+            engine.dispose()
 
 
 @contextlib.contextmanager

@@ -55,7 +55,7 @@ def alembic_config(db: Database, hist: MigrationHistory) -> Config:
 
 def open_database(settings: Settings, migrate: bool | None = None) -> Database:
     """The database a service process uses, migrated first when asked (default: ``DATABASE_AUTO_MIGRATE``)."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, replica_url=settings.database_replica_url or None)
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.auto_migrate if migrate is None else migrate:

@@ -33,6 +33,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("CONTENTOPS_DATA_DIR", "./var", "Folder for the embedded default: SQLite file, local blobs, secret key."),
     Setting("DATABASE_URL", "", "SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Empty: SQLite in the data dir."),
+    Setting("DATABASE_REPLICA_URL", "", "A read replica of DATABASE_URL for the sales reads (contact profiles, leads, "
+            "contacts, post analytics), which tolerate its lag. Empty: they read the primary."),
     Setting("DATABASE_AUTO_MIGRATE", "", "Run Alembic migrations at start-up: 1/0. Empty: only on SQLite."),
     Setting("REDIS_URL", "", "Redis for Celery (broker and results). Empty: tasks run in-process."),
     Setting("MINIO_ENDPOINT", "", "host:port of MinIO/S3. Empty: blobs in the data dir."),
@@ -96,6 +98,7 @@ def _flag(value: str, default: bool) -> bool:
 class Settings:
     data_dir: Path
     database_url: str
+    database_replica_url: str
     auto_migrate: bool
     redis_url: str
     minio_endpoint: str
@@ -224,6 +227,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
+        database_replica_url=env["DATABASE_REPLICA_URL"],
         auto_migrate=auto_migrate,
         redis_url=env["REDIS_URL"],
         minio_endpoint=env["MINIO_ENDPOINT"],

@@ -202,7 +202,7 @@ class TrackingService:
 
     def profile(self, who: Principal, rep_id: str, contact_id: str) -> Profile:
         now = self.clock()
-        with self.db.read() as s:
+        with self.db.replica() as s:  # what sales read tolerates the replica's lag: it trails the consumer anyway
             row = self._contact_row(s, who, rep_id, contact_id)
             visits = visits_of(s, [contact_id], datetime(1970, 1, 1, tzinfo=UTC), Posts(s), limit=TIMELINE)[contact_id]
             scores = sorted(((r.topic, DecayedScore(r.value, as_utc(r.at)).value_at(now, self.half_life))  # type: ignore[arg-type]
@@ -226,7 +226,7 @@ class TrackingService:
         """The rep's leads for ``day``, and which of their contacts are named (came through a per-contact link)."""
         now = self.clock()
         at = leads.ranking_time(day, now, self.tz)
-        with self.db.read() as s:
+        with self.db.replica() as s:
             self.check_rep_scope(s, who, rep_id)
             if at is not now:  # an earlier day: rank from that day's visits
                 found, named = self._leads_of_day(s, rep_id, day, now)
@@ -285,12 +285,12 @@ class TrackingService:
     # ---- analytics for editors ------------------------------------------------------------------------------
 
     def post_analytics(self, post_id: str) -> tuple[analytics.PostAnalytics, analytics.ForwardTree, list[analytics.Spreader]]:
-        with self.db.read() as s:
+        with self.db.replica() as s:
             views = [analytics.ViewRecord(v.id, v.visitor_id, v.copy_id, v.rep_id, v.engaged_ms, v.bot, v.share_id)
                      for v in s.scalars(select(ViewRow).where(ViewRow.post_id == post_id))]
             shares = list(s.scalars(select(ShareRow).where(ShareRow.post_id == post_id)))
         if not views and not shares:
-            with self.db.read() as s:
+            with self.db.replica() as s:
                 if s.scalar(select(func.count()).select_from(PostInfoRow).where(PostInfoRow.post_id == post_id)) == 0:
                     raise NotFound(f"posts/{post_id} has no published revision")
         per_share: dict[str, int] = {}
