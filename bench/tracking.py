@@ -82,6 +82,7 @@ from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
 from . import reads
 from .common import (
     ROOT,
+    Score,
     clean_environ,
     delete_redis_keys,
     ms,
@@ -751,6 +752,7 @@ def lag_row(plan: Plan, lag: Lagged, count: int) -> dict[str, str]:
                     f"{lag.throttled} throttled; backlog applied {lag.drain:.1f} s after the feed stopped; "
                     f"{len(lag.polls)} polls, p50 {ms(percentile(lag.polls, 50))}",
         "ratio": meets(p95 <= TARGET_LAG),
+        "score": Score(f"event → tag lag p95, {lag.views:,} views, {count} consumer{'s' if count > 1 else ''}", p95, TARGET_LAG, "s"),
     }
 
 
@@ -799,6 +801,8 @@ def run(quick: bool) -> list[dict[str, str]]:
             "baseline": f"redis-py XADD pipelines of the same {ing.entries:,} entries (~{ing.payload_bytes / 1024:.0f} KiB "
                         f"each), {plan.ingest_clients} threads × {plan.per_stream}: {ing.floor_events_per_s:,.0f} heartbeats/s",
             "ratio": f"{ratio:.3f} ({meets(ing.rate >= TARGET_INGEST)})",
+            "score": Score("tracking ingest, heartbeats", ing.rate, TARGET_INGEST, "/s", higher_is_better=True,
+                           floor=ing.floor_events_per_s),
         })
         rows.append({
             "figure": "↳ heartbeats in the Redis stream after the run / acknowledged (warm-up included); throttled",
@@ -853,6 +857,7 @@ def run(quick: bool) -> list[dict[str, str]]:
                     "target": f"≤ {target * 1000:g} ms" if q == 99 else "—",
                     "baseline": f"health Check p{q}: {ms(base)}",
                     "ratio": f"{value / base:.1f}×" + (f" ({meets(value <= target)})" if q == 99 else ""),
+                    **({"score": Score(f"{label} p99", value * 1000, target * 1000, "ms", floor=base * 1000)} if q == 99 else {}),
                 })
     return rows
 
