@@ -90,8 +90,9 @@ def test_two_consumers_starting_one_visitors_views_at_once_share_one_contact_and
     assert inside.wait(30)
     b = spawn(lambda: second.apply([start("view-b", "visitor1", "post0", T0 + 1_000)]), errors)
     with one.read() as s:  # the second consumer queues behind the first's uncommitted contact
-        wait_for(lambda: s.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                       "AND wait_event_type = 'Lock'")) == 1, "the second consumer to wait for a lock")
+        # pg_stat_activity is a snapshot per transaction: cleared before each look, or the first one is all it sees
+        wait_for(lambda: s.scalar(text("SELECT count(*) FROM pg_stat_activity, pg_stat_clear_snapshot() WHERE datname = "
+                                       "current_database() AND wait_event_type = 'Lock'")) == 1, "the second consumer to wait for a lock")
     gate.set()
     a.join(30)
     b.join(30)

@@ -43,7 +43,7 @@ from services.shared.sharetoken import ShareTokens
 from services.tracking.app import TrackingApp
 from services.tracking.domain.engagement import HEARTBEAT_INTERVAL_MS, MAX_DELTA_MS
 from services.tracking.models import Base, EventRow, ViewRow
-from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
+from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog, run_consumer
 
 from . import infra
 from .helpers import wait_for
@@ -453,6 +453,35 @@ def test_heartbeats_acknowledged_before_a_redis_crash_are_all_applied_after_its_
             assert consumer.event_log.stats().dead_letters == 0
         finally:
             consumer.close()
+
+
+def test_heartbeats_whose_start_a_dead_consumer_holds_wait_for_its_reclaim_and_are_not_dead_lettered(track: Track) -> None:
+    """Found by make soak: a consumer died holding a view's start, and a live one dead-lettered the view's heartbeats
+    after putting them back 50 times, well under a second on a quiet log, long before the group could reclaim the
+    start (min_idle_ms). Now, after a few put-backs, the heartbeat's entry waits pending for that same reclaim."""
+    c = customers(track)
+    pause_consumer(track.app)
+    stop = threading.Event()
+    live = threading.Thread(target=run_consumer, args=(track.app.event_log, "live", track.app.handle_batch, stop),
+                            kwargs={"block_ms": 50, "min_idle_ms": 2_000, "reclaim_interval_s": 0.2, "trim_interval_s": None})
+    try:
+        started = track.stub.StartView(pb.StartViewRequest(share_token=c.a_link, user_agent="Mozilla/5.0 (iPhone) "
+                                                           "MicroMessenger/8.0"), metadata=track.edge)
+        assert len(track.app.event_log.read("dead-consumer", count=10)) == 1  # it dies holding the start
+        track.clock.advance(10)
+        track.stub.RecordEngagement(iter([pb.RecordEngagementRequest(heartbeats=[pb.Heartbeat(
+            view=started.view, seq=1, engaged_ms_delta=10_000, max_scroll_percent=50)])]), metadata=track.edge)
+        live.start()
+        wait_for(lambda: engaged(track.app).get(view_id(started.view)) == 10_000, "the heartbeat applied after the reclaim")
+        assert track.app.event_log.stats().dead_letters == 0
+    finally:
+        stop.set()
+        if live.is_alive():
+            live.join(10)
+        resume_consumer(track.app)
+    track.settle()
+    assert engaged(track.app)[view_id(started.view)] == 10_000
+    assert track.app.event_log.stats().dead_letters == 0
 
 
 def test_heartbeats_that_overtake_their_views_start_are_put_back_not_lost(track: Track) -> None:

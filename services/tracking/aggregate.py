@@ -23,16 +23,16 @@ they queue instead of deadlocking.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from sqlalchemy import ColumnElement, or_, select, text
+from sqlalchemy import ColumnElement, DateTime, Table, or_, select, text
 from sqlalchemy.orm import Session
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
@@ -52,7 +52,7 @@ from .domain.engagement import (
 )
 from .domain.humanize import describe_activity
 from .domain.interest import DecayedScore, TagRule
-from .history import Posts, slices, visits_of
+from .history import Posts, among, slices, visits_of
 from .models import (
     ContactRow,
     ErasedViewRow,
@@ -65,13 +65,18 @@ from .models import (
     VisitorContactRow,
     VisitRow,
 )
-from .streams import Entry
+from .streams import RETRY_LATER, Entry
 
 log = logging.getLogger(__name__)
 
 TAG_LOOKBACK = timedelta(days=90)  # visits older than this no longer make tags (rules' windows are shorter)
 RULES_CACHE_SECONDS = 5.0
-MAX_DEFERRALS = 50  # an orphan heartbeat goes round the log this often before it is dead-lettered
+# An orphan (a heartbeat or end whose view's start is not applied yet) is put straight back in the log this often:
+# another live consumer is about to commit the start. After that its start is likely held by a consumer that died,
+# which the group reclaims only after min_idle_ms, so the orphan's entry is left pending (RETRY_LATER) and handed out
+# again by that same reclaim, paced, until the log's delivery limit dead-letters it. (Counting put-backs alone
+# dead-lettered orphans within a second on a quiet log, long before a dead consumer's start could be reclaimed.)
+QUICK_DEFERRALS = 20
 CHUNK_VIEWS = 1_000  # distinct views per transaction: bounds the IN lists and how long rows stay locked
 # PostgreSQL advisory lock: applying takes it shared, erasure exclusive, so an erasure never interleaves with a batch.
 ERASURE_LOCK = 0x7472_6B65_7261_7365  # "trkerase"
@@ -101,13 +106,19 @@ def ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-class Record(SimpleNamespace):
+class Record:
     """A row of one of tracking's tables as a plain mutable record: a batch holds thousands, changes them in memory
-    and writes them back set-wise (``_Batch.write``), so they skip the ORM's per-attribute instrumentation."""
+    and writes them back set-wise (``_Batch.write``), so they skip the ORM's per-attribute instrumentation. A loaded
+    record holds the columns the consumer reads (``LOADED``), a new one every column."""
+
+    _model: type
 
     def __init__(self, model: type, **values: Any) -> None:
-        super().__init__(**values)
+        self.__dict__.update(values)
         self._model = model
+
+    def __repr__(self) -> str:
+        return f"Record({self._model.__name__}, {', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != '_model')})"
 
     @classmethod
     def new(cls, model: type, **values: Any) -> Record:
@@ -118,10 +129,19 @@ class Record(SimpleNamespace):
 
 
 def locked(s: Session, model: type, where: ColumnElement[bool], order_by: Sequence[str]) -> list[Record]:
-    """The rows of ``model`` that match, locked FOR UPDATE in ``order_by`` order."""
+    """The rows of ``model`` that match (their ``LOADED`` columns), locked FOR UPDATE in ``order_by`` order."""
     table = model.__table__  # type: ignore[attr-defined]
-    q = select(table).where(where).order_by(*(table.c[c] for c in order_by)).with_for_update()
-    return [Record(model, **row._mapping) for row in s.execute(q)]
+    keys = LOADED[model]
+    q = select(*(table.c[c] for c in keys)).where(where).order_by(*(table.c[c] for c in order_by)).with_for_update()
+    out: list[Record] = []
+    new, append = Record.__new__, out.append
+    for row in s.connection().execute(q).all():  # Core, not the ORM session's execute: no ORM compile step per statement
+        record = new(Record)
+        fields = record.__dict__
+        fields.update(zip(keys, row, strict=True))
+        fields["_model"] = model
+        append(record)
+    return out
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,70 @@ CHANGING: dict[type, tuple[str, ...]] = {
     ContactRow: ("last_activity", "lead_value", "lead_at", "lead_key", "headline_visit", "headline_key", "last_visit", "tags"),
     InterestRow: ("value", "at"),
 }
+# What applying reads of a locked row. Not a contact's tags: every contact a batch changes has its tags evaluated
+# again (``_tag``), so they are only ever written.
+LOADED: dict[type, tuple[str, ...]] = {
+    ViewRow: ("id", "visit_id", "contact_id", "rep_id", "post_id", "revision", "bot", "state"),
+    VisitRow: ("id", "contact_id", "visitor_id", "rep_id", "post_id", "revision", "started_at", "last_activity", "engaged_ms", "bot"),
+    ContactRow: ("id", "display_name", "last_activity", "lead_value", "lead_at", "lead_key", "headline_visit", "headline_key",
+                 "last_visit"),
+    InterestRow: ("contact_id", "topic", "value", "at"),
+}
+
+
+def _timestamps(table: Table, cols: Sequence[str]) -> list[str]:
+    return [c for c in cols if isinstance(table.c[c].type, DateTime)]
+
+
+def _recordset(s: Session, table: Table, cols: Sequence[str]) -> str:
+    """``json_to_recordset`` over the ``:rows`` parameter, times as unix seconds (float8)."""
+    dialect = s.get_bind().dialect
+    q = dialect.identifier_preparer.quote
+    times = set(_timestamps(table, cols))
+    types = ", ".join(f"{q(c)} {'float8' if c in times else table.c[c].type.compile(dialect)}" for c in cols)
+    return f"json_to_recordset(CAST(:rows AS json)) AS u({types})"
+
+
+def write_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[dict[str, Any]], *, insert: bool) -> None:
+    """INSERT ``rows`` (dicts with the same keys; they are changed here), or UPDATE the rows whose ``key`` columns match
+    to their other values. On PostgreSQL one statement over one JSON parameter (``json_to_recordset``): encoding is
+    a single C call (JSON columns nested as they are), where arrays of text are escaped element by element in Python
+    (a JSON column's quotes one at a time); times go as unix seconds (``datetime.timestamp``, a float that is exact
+    to the microsecond for these dates; ``to_timestamp`` rounds to the microsecond), a few times cheaper than ISO
+    8601 text both ways. Elsewhere, or for a float JSON cannot spell, ``insert_rows`` / ``update_rows``."""
+    if not rows:
+        return
+    if s.get_bind().dialect.name != "postgresql":
+        (insert_rows(s, table, rows) if insert else update_rows(s, table, key, rows))
+        return
+    cols = list(rows[0])
+    times = _timestamps(table, cols)
+    for row in rows:
+        for c in times:
+            if (value := row[c]) is not None:
+                row[c] = value.timestamp()
+    try:
+        document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # inf or nan: the arrays spell them
+        for row in rows:
+            for c in times:
+                if (value := row[c]) is not None:
+                    row[c] = datetime.fromtimestamp(value, UTC)
+        (insert_rows(s, table, rows) if insert else update_rows(s, table, key, rows))
+        return
+    q = s.get_bind().dialect.identifier_preparer.quote
+
+    def value(c: str) -> str:
+        return f"to_timestamp(u.{q(c)})" if c in times else f"u.{q(c)}"
+
+    if insert:
+        sql = (f"INSERT INTO {q(table.name)} ({', '.join(map(q, cols))}) SELECT {', '.join(map(value, cols))} "
+               f"FROM {_recordset(s, table, cols)}")
+    else:
+        sets = ", ".join(f"{q(c)} = {value(c)}" for c in cols if c not in key)
+        match = " AND ".join(f"t.{q(k)} = u.{q(k)}" for k in key)
+        sql = f"UPDATE {q(table.name)} AS t SET {sets} FROM {_recordset(s, table, cols)} WHERE {match}"
+    s.connection().execute(text(sql), {"rows": document})
 
 
 @dataclass
@@ -200,13 +284,14 @@ class _Batch:
         """Insert the new rows and update the changed ones of ``models``: one statement per table and kind."""
         for model in models:
             table = model.__table__  # type: ignore[attr-defined]
+            key = [c.key for c in table.primary_key]
             new = self.new.pop(model, [])
-            insert_rows(self.s, table, [{c.key: getattr(row, c.key) for c in table.columns} for row in new])
+            write_rows(self.s, table, key, [{c.key: getattr(row, c.key) for c in table.columns} for row in new], insert=True)
             changed = self.changed.pop(model, {})
             for row in new:  # inserted as they are now
                 changed.pop(id(row), None)
-            key = [c.key for c in table.primary_key]
-            update_rows(self.s, table, key, [{c: getattr(row, c) for c in (*key, *CHANGING[model])} for row in changed.values()])
+            cols = (*key, *CHANGING[model])
+            write_rows(self.s, table, key, [{c: row.__dict__[c] for c in cols} for row in changed.values()], insert=False)
 
 
 class Aggregator:
@@ -220,9 +305,10 @@ class Aggregator:
     # ---- entry point for run_consumer --------------------------------------------------------
 
     def handle_batch(self, entries: Sequence[Entry]) -> tuple[list[tuple[Entry, str]], list[Activity], list[pb.IngestEvent]]:
-        """Apply ``entries``. Returns the ones to dead-letter with their reasons, the live activity, and the
-        events to put back in the log for later: heartbeats and ends whose view's start is not applied yet
-        (with several consumers in a group, another one may hold it uncommitted)."""
+        """Apply ``entries``. Returns the ones to dead-letter with their reasons (or to leave pending, with
+        ``RETRY_LATER``), the live activity, and the events to put back in the log for later: heartbeats and ends
+        whose view's start is not applied yet (with several consumers in a group, another one may hold it
+        uncommitted; see ``QUICK_DEFERRALS``)."""
         bad: list[tuple[Entry, str]] = []
         events: list[pb.IngestEvent] = []
         source: list[Entry] = []
@@ -244,18 +330,15 @@ class Aggregator:
         activities = self.apply(events, orphans)
         log.debug("applied %d entries: %d events over %d views in %.0f ms", len(entries), len(events),
                   len({_view_of(e) for e in events}), (time.perf_counter() - began) * 1000)
+        later = {(source[i].partition, source[i].id): source[i] for i in orphans if events[i].deferrals >= QUICK_DEFERRALS}
         retry: list[pb.IngestEvent] = []
-        given_up: dict[str, Entry] = {}
         for i in orphans:
-            if events[i].deferrals >= MAX_DEFERRALS:
-                given_up.setdefault(source[i].id, source[i])
-            else:
+            if (source[i].partition, source[i].id) not in later:  # a pending entry comes back whole: no copy too
                 again = pb.IngestEvent()
                 again.CopyFrom(events[i])
                 again.deferrals += 1
                 retry.append(again)
-        bad += [(e, f"heartbeats for a view whose start never arrived (put back {MAX_DEFERRALS} times); the "
-                    "entry's other events were applied") for e in given_up.values()]
+        bad += [(e, RETRY_LATER) for e in later.values()]
         return bad, activities, retry
 
     def apply(self, events: Sequence[pb.IngestEvent], orphans: list[int] | None = None) -> list[Activity]:
@@ -268,7 +351,12 @@ class Aggregator:
 
     def _apply(self, events: Sequence[pb.IngestEvent], run: list[int], orphans: list[int] | None) -> list[Activity]:
         with self.db.write() as s:
-            lock_against_erasure(s, exclusive=False)
+            if s.get_bind().dialect.name == "postgresql":
+                # Shared against erasure; and this transaction's statements planned for their arrays as they are: a
+                # generic plan (psycopg prepares a statement run 5 times) guesses 10 keys, and may filter a whole
+                # table through a 1,000-key array that is not hashed.
+                s.execute(text("SELECT pg_advisory_xact_lock_shared(:key), set_config('plan_cache_mode', 'force_custom_plan', true)"),
+                          {"key": ERASURE_LOCK})
             b = _Batch(s, self.clock(), Posts(s))
             starts: list[tuple[pb.ViewStarted, int]] = []
             beats: dict[str, list[Heartbeat]] = {}
@@ -285,7 +373,7 @@ class Aggregator:
                 else:
                     ends.append((event.ended.view, event.received_ms))
             ids = sorted({ev.view for ev, _ in starts} | set(beats) | {v for v, _ in ends})
-            b.views = {v.id: v for v in locked(s, ViewRow, ViewRow.id.in_(ids), ["id"])}
+            b.views = {v.id: v for v in locked(s, ViewRow, among(s, ViewRow.id, ids), ["id"])}
             starts = [(ev, at) for ev, at in starts if ev.view not in b.views]  # applied before: a redelivered entry
             erased = self._erased(s, sorted({ev.view for ev, _ in starts} | (set(beats) | {v for v, _ in ends}) - set(b.views)))
             starts = [(ev, at) for ev, at in starts if ev.view not in erased]  # erased while in a consumer's hands
@@ -306,7 +394,7 @@ class Aggregator:
             self._settle(b)
             self._announce(b)
             b.write(ViewRow, VisitRow, InterestRow)
-            insert_rows(s, EventRow.__table__, b.events)
+            write_rows(s, EventRow.__table__, ["view_id", "seq"], b.events, insert=True)
             self._tag(b)
             b.write(ContactRow)
             return b.activities
@@ -316,7 +404,7 @@ class Aggregator:
         hashes = {view_hash(v): v for v in view_ids}
         found: set[str] = set()
         for chunk in slices(sorted(hashes)):
-            found.update(s.scalars(select(ErasedViewRow.view_hash).where(ErasedViewRow.view_hash.in_(chunk))))
+            found.update(s.scalars(select(ErasedViewRow.view_hash).where(among(s, ErasedViewRow.view_hash, chunk))))
         return {hashes[h] for h in found}
 
     # ---- starts ----------------------------------------------------------------------------------
@@ -336,7 +424,7 @@ class Aggregator:
         keys = {(ev.visitor_id, ev.rep) for ev, _ in humans}
         mapping = self._mappings(s, keys)
         named_ids = sorted({ev.contact for ev, _ in humans if ev.contact})
-        named = dict(s.execute(select(ContactRow.id, ContactRow.rep_id).where(ContactRow.id.in_(named_ids))).all()) \
+        named = dict(s.execute(select(ContactRow.id, ContactRow.rep_id).where(among(s, ContactRow.id, named_ids))).all()) \
             if named_ids else {}  # contact -> its rep
         proposed: dict[tuple[str, str], tuple[str, str, datetime]] = {}  # key -> (new contact id, team, first seen)
         moved: dict[tuple[str, str], str] = {}
@@ -376,7 +464,7 @@ class Aggregator:
         out: dict[tuple[str, str], str] = {}
         for chunk in slices(sorted({visitor for visitor, _ in keys})):
             q = select(VisitorContactRow.visitor_id, VisitorContactRow.rep_id, VisitorContactRow.contact_id) \
-                .where(VisitorContactRow.visitor_id.in_(chunk))
+                .where(among(s, VisitorContactRow.visitor_id, chunk))
             for visitor, rep, contact in s.execute(q):
                 if (visitor, rep) in keys:
                     out[(visitor, rep)] = contact
@@ -390,10 +478,10 @@ class Aggregator:
             return
         where = []
         if ids:
-            where.append(VisitRow.id.in_(ids))
+            where.append(among(b.s, VisitRow.id, ids))
         if visitors:
             earliest = ms(min(at for _, at in starts)) - timedelta(milliseconds=VISIT_MERGE_WINDOW_MS)
-            where.append(VisitRow.visitor_id.in_(visitors) & (VisitRow.last_activity >= earliest))
+            where.append(among(b.s, VisitRow.visitor_id, visitors) & (VisitRow.last_activity >= earliest))
         for visit in locked(b.s, VisitRow, or_(*where), ["id"]):
             b.visits[visit.id] = visit
             b.recent.setdefault((visit.visitor_id, visit.post_id, visit.rep_id), []).append(visit)
@@ -433,7 +521,7 @@ class Aggregator:
         ids = {c for _, c, _ in b.started} | {v.contact_id for v in b.visits.values()} | {v.contact_id for v in b.views.values()}
         ids = sorted(ids - set(b.contacts) - {""})
         for chunk in slices(ids):
-            for contact in locked(b.s, ContactRow, ContactRow.id.in_(chunk), ["id"]):
+            for contact in locked(b.s, ContactRow, among(b.s, ContactRow.id, chunk), ["id"]):
                 b.contacts[contact.id] = contact
 
     # ---- heartbeats and ends ------------------------------------------------------------------
@@ -485,14 +573,14 @@ class Aggregator:
         contact_ids = sorted(c for c in b.touched_contacts if c in b.contacts)
         scores = b.interest = {c: {} for c in contact_ids}
         for chunk in slices(contact_ids):
-            for row in locked(s, InterestRow, InterestRow.contact_id.in_(chunk), ["contact_id", "topic"]):
+            for row in locked(s, InterestRow, among(s, InterestRow.contact_id, chunk), ["contact_id", "topic"]):
                 scores[row.contact_id][row.topic] = row
         touched = [(b.visits[v], old) for v, old in b.touched_visits.items() if v in b.visits]
         b.posts.load((v.post_id, v.revision) for v, _ in touched)
         starts = {v.id: as_utc(v.started_at) for v in b.visits.values()}
         earlier = sorted({c.last_visit for c in b.contacts.values() if c.last_visit and c.last_visit not in starts})
         for chunk in slices(earlier):
-            starts.update((i, as_utc(at)) for i, at in s.execute(select(VisitRow.id, VisitRow.started_at).where(VisitRow.id.in_(chunk))))
+            starts.update((i, as_utc(at)) for i, at in s.execute(select(VisitRow.id, VisitRow.started_at).where(among(s, VisitRow.id, chunk))))
         for visit, (old_engaged, old_start) in touched:
             contact = b.contacts.get(visit.contact_id)
             if visit.bot or contact is None:

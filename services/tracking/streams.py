@@ -465,8 +465,15 @@ class ConsumerStats:
     dead_lettered: int = 0  # by the handler's verdict (poison found on reclaim is counted by the log)
     transient_failures: int = 0  # handler or log calls retried after a back-off
     failed: int = 0  # entries left pending after a non-transient handler error: reclaimed later
+    later: int = 0  # entries the handler asked to see again: left pending, reclaimed after min_idle_ms
 
 
+# A handler's verdict on an entry it cannot finish yet (it waits on another entry, maybe held by a dead consumer):
+# neither acked nor dead-lettered but left pending, so the group's reclaim hands it out again once it has been
+# idle for min_idle_ms, paced, and the log's delivery count bounds how often (then it is dead-lettered as poison).
+RETRY_LATER = "retry later"
+
+# Entries to dead-letter with their reasons, or to leave pending with RETRY_LATER; the rest are acked.
 HandleBatch = Callable[[list[Entry]], list[tuple[Entry, str]]]
 
 
@@ -554,7 +561,9 @@ class _ConsumerLoop:
         reasons = {(e.partition, e.id): reason for e, reason in rejects}
         for entry in batch:
             reason = reasons.get((entry.partition, entry.id))
-            if reason is not None and self._until_done(functools.partial(self.log.dead_letter, entry, reason)):
+            if reason == RETRY_LATER:
+                self.stats.later += 1
+            elif reason is not None and self._until_done(functools.partial(self.log.dead_letter, entry, reason)):
                 self.stats.dead_lettered += 1
         keep = [e for e in batch if (e.partition, e.id) not in reasons]
         if keep and self._until_done(functools.partial(self.log.ack, keep)):

@@ -43,6 +43,7 @@ MAX_TOPIC = 128  # a topic id or its resource name ("topics/{id}")
 MAX_MIN_VISITS = 1_000
 MAX_WINDOW_DAYS = 365
 MAX_MIN_ENGAGED_SECONDS = 7 * 86_400
+NO_TIME = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def visit_weight(visit: Visit) -> float:
 
 def decay(age: timedelta, half_life: timedelta = HALF_LIFE) -> float:
     """0.5 ** (age / half_life); above 1 for a negative age (a visit after the reference time)."""
-    if half_life <= timedelta(0):
+    if half_life <= NO_TIME:
         raise ValueError("half_life: must be positive")
     return 0.5 ** (age / half_life)
 
@@ -284,16 +285,24 @@ def evaluate_tags(visits: Iterable[Visit], now: datetime, rules: Sequence[TagRul
             by_topic.setdefault(topic, []).append(v)
     topic_score = dict(scores) if scores is not None else topic_scores(human, now, half_life)
     names = topic_names or {}
+    since = {rule.window_days: now - timedelta(days=rule.window_days) for rule in rules}
+    counted: dict[str, int] = {}  # visit -> its effective engaged ms, worked out once whatever the topics and rules
     tags: list[Tag] = []
     for topic in sorted(by_topic):
         score = topic_score.get(topic, 0.0)
         for rule in rules:
             if rule.topic not in (ANY_TOPIC, topic):
                 continue
-            window = [v for v in by_topic[topic] if v.started_at >= now - timedelta(days=rule.window_days)]
-            engaged_ms = sum(effective_engaged_ms(v.engaged_ms, v.expected_ms) for v in window)
-            if (len(window) < rule.min_visits or engaged_ms < rule.min_engaged_seconds * 1000
-                    or (rule.min_score is not None and score < rule.min_score)):
+            start = since[rule.window_days]
+            window = [v for v in by_topic[topic] if v.started_at >= start]
+            if len(window) < rule.min_visits or (rule.min_score is not None and score < rule.min_score):
+                continue
+            engaged_ms = 0
+            for v in window:
+                if (e := counted.get(v.visit_id)) is None:
+                    e = counted[v.visit_id] = effective_engaged_ms(v.engaged_ms, v.expected_ms)
+                engaged_ms += e
+            if engaged_ms < rule.min_engaged_seconds * 1000:
                 continue
             strongest = sorted(window, key=lambda v: (-strength_key(visit_weight(v), v.started_at, half_life),
                                                       -v.started_at.timestamp(), v.visit_id))
