@@ -15,7 +15,7 @@ CHROMEDRIVER := /usr/bin/chromedriver
 # wrk (Debian) drives the web edge's beacon benchmark.
 WRK := /usr/bin/wrk
 
-.PHONY: demo test bench proto proto-check lint migrate serve run services clean reformat
+.PHONY: demo test bench soak proto proto-check lint migrate serve run services clean reformat
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ services:
 ## bench: run every benchmark in bench/ and write bench/results.md
 bench: $(STAMP) $(CJK_FONT) $(WRK) services
 	$(PY) -m bench
+
+## soak: every process under load for SOAK_MINUTES (10) on its own PostgreSQL cluster, AOF Redis and S3, with a
+## worker, Redis, a consumer and PostgreSQL failing on a schedule; checks nothing is lost or counted twice; bench/out/soak.md
+SOAK_MINUTES ?= 10
+soak: $(STAMP) services
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 ## proto: regenerate services/protos from proto/ (and lint with buf)
 proto: $(STAMP) $(BUF)
