@@ -271,6 +271,15 @@ def delete_redis_keys(url: str, patterns: tuple[str, ...]) -> None:
         client.close()
 
 
+def run_clients(client: Callable[[int], None], count: int) -> None:
+    """``client(0)`` … ``client(count - 1)`` on their own threads, until the last one returns."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def run_together(threads: list[threading.Thread], barrier: threading.Barrier, errors: list[str], what: str) -> float:
     """Start the client threads, which wait at ``barrier`` once warmed up (or abort it on an error), and time from
     there until the last one ends: the wall seconds of the measurement."""

@@ -34,7 +34,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import redis
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
 from services.tracking.streams import DEFAULT_PREFIX, RedisEventLog
 
-from .common import ROOT, clean_environ, delete_redis_keys, postgres_database, run_alone, stop_process
+from .common import ROOT, clean_environ, delete_redis_keys, postgres_database, run_alone, run_clients, stop_process
 from .tracking import LIVE_REPS, POSTS, RECORD_ENGAGEMENT, TARGET_INGEST, build_world, messages, start_views, tracking_server
 
 REDIS_DB = 7  # this benchmark's own Redis database (bench/tracking.py 10, bench/web.py 8, bench/campaign.py 15)
@@ -132,11 +131,7 @@ def feed(address: str, edge: tuple[tuple[str, str], ...], views: list[str], firs
                     errors.append(f"{reply.throttled} heartbeats throttled")
                 accepted[index] += reply.accepted
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(FEEDERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_clients(client, FEEDERS)
     if errors:
         raise RuntimeError(f"RecordEngagement: {errors[0]}")
     return sum(accepted)

@@ -34,7 +34,7 @@ def plot(scores: list[Score], path: Path, title: str) -> None:
     values = [v for s in scores for v in (s.headroom, s.floor_headroom) if v]
     ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 12)
     ax.set_yticks(ys, [s.name for s in scores], fontsize=8)
-    ax.set_xlabel("headroom against the target (target ÷ measured; for rates, measured ÷ target): right of 1 is met;"
+    ax.set_xlabel("headroom against the target (target ÷ measured; for rates, measured ÷ target): right of 1 is met;\n"
                   " grey tick: the same figure at its floor measured in the same run", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)

@@ -89,6 +89,7 @@ from .common import (
     percentile,
     postgres_database,
     run_alone,
+    run_clients,
     run_together,
     service_process,
     stop_process,
@@ -266,11 +267,7 @@ def start_views(address: str, world: World, count: int, threads: int, prefix: st
                     return
                 names[i] = reply.view
 
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_clients(client, threads)
     if errors:
         raise RuntimeError(f"StartView failed: {errors[0]} ({len(errors)} clients failed)")
     return names
