@@ -53,6 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_ADDR", "127.0.0.1:8000", "Where the web edge (pages and beacons) listens."),
     Setting("WEB_SERVICE_TOKEN", "", "The web edge's bearer token (a ROLE_SERVICE user) for calls to the services."),
     Setting("WEB_WORKERS", "1", "uvicorn worker processes of the web edge (2 on this 2-core machine: README figures)."),
+    Setting("WEB_KEEPALIVE_SECONDS", "75", "How long the web edge keeps an idle HTTP connection open: longer than a load "
+            "balancer's idle timeout (often 60 s), so the balancer never reuses a connection the edge is closing."),
     Setting("WEB_COOKIE_SECURE", "0", "1 to mark the edge's cookies Secure (behind HTTPS)."),
     Setting("TRACKING_STREAM_PARTITIONS", "1", "Redis streams the tracking events are spread over, by viewer."),
     Setting("TRACKING_RETENTION_DAYS", "90", "Raw heartbeat events older than this are purged; aggregates stay."),
@@ -117,6 +119,7 @@ class Settings:
     web_service_token: str
     web_cookie_secure: bool
     web_workers: int
+    web_keepalive_seconds: int
     tracking_stream_partitions: int
     tracking_retention_days: float
     tracking_half_life_days: float
@@ -246,6 +249,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         web_service_token=env["WEB_SERVICE_TOKEN"],
         web_cookie_secure=web_cookie_secure,
         web_workers=_int(env, "WEB_WORKERS"),
+        web_keepalive_seconds=_int(env, "WEB_KEEPALIVE_SECONDS"),
         tracking_stream_partitions=_int(env, "TRACKING_STREAM_PARTITIONS"),
         tracking_retention_days=_float(env, "TRACKING_RETENTION_DAYS"),
         tracking_half_life_days=_positive_float(env, "TRACKING_HALF_LIFE_DAYS"),

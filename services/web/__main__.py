@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["WEB_SERVICE_TOKEN"] = token  # for the worker processes, which load the settings afresh
     host, _, port = settings.web_addr.rpartition(":")
     # WEB_WORKERS processes share the port. Our JSON logging (log_config=None), and no access log: paths carry share
-    # tokens and sign-in tokens; requests are counted in /metrics instead.
+    # tokens and sign-in tokens; requests are counted in /metrics instead. Idle connections stay open
+    # WEB_KEEPALIVE_SECONDS (uvicorn's default is 5 s): a reader's beacons, 10 s apart, and a balancer's pooled
+    # upstream connections are reused instead of racing the edge's close of them.
     uvicorn.run("services.web.__main__:app_from_env", factory=True, workers=settings.web_workers,
+                timeout_keep_alive=settings.web_keepalive_seconds,
                 host=host or "127.0.0.1", port=int(port), log_level=settings.log_level.lower(), proxy_headers=False,
                 server_header=False, log_config=None, access_log=False)
 
