@@ -73,8 +73,8 @@ from .soak_load import (
     HeartbeatPlan,
     Ledger,
     TokenPool,
-    WebLoad,
     WebPlan,
+    WebProcess,
 )
 
 OUT = ROOT / "bench" / "out" / "soak.md"
@@ -214,6 +214,7 @@ class Soak:
         self.clock = Clock()
         self.errors = Errors(self.clock)
         self.ledger = Ledger(self.clock)
+        self.web_pid: int | None = None  # the web readers' process (WebProcess), once the load began
         self.faults: list[report.Fault] = []
         self.backlog: list[tuple[float, int, int]] = []  # (monotonic, lag, pending) of the tracking log
         self.dead_letters = 0
@@ -280,6 +281,8 @@ class Soak:
                 if "moto.server" in " ".join(child.cmdline()):
                     out["moto S3"] = (child.pid, False)
         out["load generator (this process)"] = (os.getpid(), False)
+        if self.web_pid and psutil.pid_exists(self.web_pid):
+            out["load generator (web readers)"] = (self.web_pid, False)
         return out
 
     def monitor(self, stop: threading.Event) -> None:
@@ -480,20 +483,20 @@ class Soak:
 
     def run_load(self, editor: Editor, tokens: TokenPool) -> float:
         o = self.opts
-        web = WebLoad(f"http://{self.addresses['WEB_ADDR']}",
-                      WebPlan(o.page_rate, max(1, round(o.beacon_rate / o.page_rate)), o.beacon_interval),
-                      tokens, self.ledger, self.errors)
+        self.clock.restart()
+        web = WebProcess(f"http://{self.addresses['WEB_ADDR']}",
+                         WebPlan(o.page_rate, max(1, round(o.beacon_rate / o.page_rate)), o.beacon_interval), tokens, self.clock)
         beats = HeartbeatLoad(self.addresses["TRACKING_GRPC_ADDR"], self.world.client,
                               HeartbeatPlan(o.heartbeat_rate, o.heartbeat_interval, o.beats_per_view), tokens, self.ledger,
                               self.errors)
         self._closing.append(beats.close)
         stop, abort = threading.Event(), threading.Event()
-        self.clock.restart()
-        threads = [threading.Thread(target=web.run, args=(stop,), name="web"),
-                   threading.Thread(target=beats.starter, args=(stop, abort), name="starter"),
+        web.start()
+        self.web_pid = web.process.pid
+        threads = [threading.Thread(target=beats.starter, args=(stop, abort), name="starter"),
                    threading.Thread(target=beats.sender, args=(stop, abort), name="sender"),
                    threading.Thread(target=editor.run, args=(stop, abort), name="editor"),
-                   threading.Thread(target=self.refresh_tokens, args=(tokens, stop), name="tokens")]
+                   threading.Thread(target=self.refresh_tokens, args=(tokens, web, stop), name="tokens")]
         for t in threads:
             t.start()
         timer = threading.Timer(60, abort.set)  # calls still retrying a minute after the load: given up, in doubt
@@ -507,6 +510,7 @@ class Soak:
             print(f"  {load_seconds:6.1f} s  load stops", flush=True)
             stop.set()
             timer.start()
+            web.stop(self.ledger, self.errors)
             for t in threads:
                 t.join()
             timer.cancel()
@@ -528,10 +532,12 @@ class Soak:
         if self.clock.now() < self.opts.seconds:
             time.sleep(self.opts.seconds - self.clock.now())
 
-    def refresh_tokens(self, tokens: TokenPool, stop: threading.Event) -> None:
+    def refresh_tokens(self, tokens: TokenPool, web: WebProcess, stop: threading.Event) -> None:
         while not stop.wait(15):
             with contextlib.suppress(psycopg.Error):
-                tokens.replace(self.ready_tokens())
+                ready = self.ready_tokens()
+                tokens.replace(ready)
+                web.replace_tokens(ready)
 
     def drain(self, editor: Editor) -> dict[str, float | None]:
         """Seconds after the load until the consumers applied everything and every campaign's copies were ready (None:
@@ -668,10 +674,18 @@ class Soak:
         ):
             lines.append(f"| {what} | {target:,.4g}/s | {counts[kind]:,} | {counts[kind] / load_seconds:,.1f}/s | "
                          f"{self.ledger.rate(kind, ramp, load_seconds):,.1f}/s |")
-        return [*lines, f"| campaigns ({o.reps_per_team} reps, 1-3 photos of {o.image_side} px) | every {o.campaign_every:g} s | "
-                        f"{len(editor.campaigns) - 1} during the load (+1 before it) | | |", "",
+        lines += [f"| campaigns ({o.reps_per_team} reps, 1-3 photos of {o.image_side} px) | every {o.campaign_every:g} s | "
+                  f"{len(editor.campaigns) - 1} during the load (+1 before it) | | |", "",
+                  "| request, as the load generator saw it | answered | p50 | p95 | p99 | max |", "|---|---:|---:|---:|---:|---:|"]
+        for kind, took in sorted(self.ledger.answers.items()):
+            took = sorted(took)
+            lines.append(f"| {kind} | {len(took):,} | " + " | ".join(
+                f"{1000 * took[min(len(took) - 1, int(q * len(took)))]:,.1f} ms" for q in (0.5, 0.95, 0.99)) + f" | {1000 * took[-1]:,.0f} ms |")
+        return [*lines, "",
                 "The issue's targets (5,000 heartbeats/s, 500 pages/s, 10,000 beacons/s) are for the services alone; here every "
-                "process, PostgreSQL, Redis, S3 and the load generator share the cores."]
+                "process, PostgreSQL, Redis, S3 and the load generator share the cores. Answer times are from the attempt that "
+                "got its answer (a retried request counts its last attempt), and include waiting in the load generator's own "
+                "event loop and threads."]
 
     def close(self) -> None:
         for close in self._closing:

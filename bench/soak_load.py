@@ -1,9 +1,9 @@
 """The soak's clients, doing what real ones do, and what each was told was done.
 
-- ``WebLoad`` (asyncio, httpx): readers open a rep's share page on the web edge (GET /s/{token}: GetRepCopy and
-  StartView behind it) at a fixed rate, open loop, each from one of many loopback /24 networks (127.0.N.x, so the
-  per-network limits see many networks, as they would), then send beacons (POST /t/beat) every ``interval`` with
-  their visitor cookie, the last one ending the view.
+- ``WebLoad`` (asyncio, httpx; in a process of its own, ``WebProcess``): readers open a rep's share page on the web
+  edge (GET /s/{token}: GetRepCopy and StartView behind it) at a fixed rate, open loop, each from one of many loopback
+  /24 networks (127.0.N.x, so the per-network limits see many networks, as they would), then send beacons
+  (POST /t/beat) every ``interval`` with their visitor cookie, the last one ending the view.
 - ``HeartbeatLoad`` (gRPC, as the edge does it): views started with StartView, then heartbeats batched into one
   RecordEngagement message every 100 ms, each view one heartbeat per ``interval``.
 - ``Editor`` (gRPC): every ``every`` seconds uploads 1-3 new photos, creates a post targeting one team and publishes it.
@@ -26,6 +26,8 @@ import heapq
 import http.cookiejar
 import io
 import itertools
+import multiprocessing
+import queue
 import random
 import re
 import threading
@@ -55,16 +57,20 @@ GRPC_TIMEOUT = 10.0
 HTTP_TIMEOUT = 10.0
 BACKOFF = (0.2, 2.0)  # first and longest wait between retries, seconds (with jitter)
 MAX_PER_MESSAGE = 500
-KEEPALIVE_S = 2.0  # an idle connection is dropped before uvicorn closes it (5 s): no request races a server-side close
+# A reader keeps its connection between beacons, as a browser does; dropped well before the edge closes an idle one
+# (WEB_KEEPALIVE_SECONDS, 75 s), so no request races a server-side close. (At 2 s, under uvicorn's old 5 s, nearly
+# every beacon opened a connection: anyio's connect path cost this process's event loop so much that from ~200 s
+# into a run it could not keep up and its own connects timed out.)
+KEEPALIVE_S = 30.0
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
 
 
 class Clock:
-    """Seconds since the load began (monotonic)."""
+    """Seconds since the load began (monotonic: one clock for every process on the machine)."""
 
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.monotonic() if t0 is None else t0
 
     def restart(self) -> None:
         self.t0 = time.monotonic()
@@ -111,7 +117,22 @@ class Ledger:
         self.clock = clock
         self.views: dict[str, ViewLedger] = {}  # view id (without "views/")
         self.per_second: dict[str, Counter[int]] = {k: Counter() for k in self.KINDS}
+        self.answers: dict[str, list[float]] = {}  # kind of request -> seconds each answered attempt took
         self._lock = threading.Lock()
+
+    def answered(self, kind: str, seconds: float) -> None:
+        """An attempt that got its answer took ``seconds`` (as the client saw it: queueing in this process included)."""
+        with self._lock:
+            self.answers.setdefault(kind, []).append(seconds)
+
+    def timed(self, kind: str, call: Callable[[], T]) -> Callable[[], T]:
+        """``call``, noting how long each attempt that returns took."""
+        def attempt() -> T:
+            began = time.perf_counter()
+            out = call()
+            self.answered(kind, time.perf_counter() - began)
+            return out
+        return attempt
 
     @property
     def counts(self) -> dict[str, int]:
@@ -248,8 +269,10 @@ class WebLoad:
         delay = BACKOFF[0]
         while True:
             try:
+                began = time.perf_counter()
                 response = await send()
                 if response.status_code == ok:
+                    self.ledger.answered(source, time.perf_counter() - began)
                     return response
                 self.errors.add(source, f"HTTP {response.status_code}")
                 if response.status_code not in RETRY_STATUS:
@@ -284,6 +307,69 @@ class WebLoad:
                 self.ledger.in_doubt(view.group(1), seq, delta)
                 return
             self.ledger.acked(view.group(1), seq, delta)
+
+
+@dataclass
+class WebResult:
+    """What a ``WebProcess`` saw, sent back to the parent's ledger when it ends."""
+
+    views: dict[str, ViewLedger]
+    per_second: dict[str, Counter[int]]
+    answers: dict[str, list[float]]
+    errors: list[ClientError]
+
+
+def _web_process(base_url: str, plan: WebPlan, tokens: list[str], t0: float, stop: Any, updates: Any, results: Any) -> None:
+    clock = Clock(t0)
+    ledger, errors, pool = Ledger(clock), Errors(clock), TokenPool(tokens)
+    done = threading.Event()
+
+    def follow() -> None:  # the parent's stop, and its token refreshes
+        while not stop.is_set():
+            try:
+                pool.replace(updates.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        done.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    WebLoad(base_url, plan, pool, ledger, errors).run(done)
+    results.put(WebResult(ledger.views, ledger.per_second, ledger.answers, errors.items))
+
+
+class WebProcess:
+    """``WebLoad`` in a process of its own: its event loop gets a core's worth of Python to itself instead of sharing
+    this process's GIL with the gRPC clients, the editor and the monitor. In one process, a few hundred requests a
+    second queued behind the others for seconds, and the clients' own connects timed out (what make soak then
+    reported as the edge's errors). Its ledger and errors join the parent's when it ends."""
+
+    def __init__(self, base_url: str, plan: WebPlan, tokens: TokenPool, clock: Clock) -> None:
+        ctx = multiprocessing.get_context("spawn")  # not fork: this process runs threads (gRPC's among them)
+        self._stop, self._updates, self._results = ctx.Event(), ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=_web_process, name="soak web readers", daemon=True,
+                                   args=(base_url, plan, list(tokens.tokens), clock.t0, self._stop, self._updates, self._results))
+
+    def start(self) -> None:
+        self.process.start()
+
+    def replace_tokens(self, tokens: list[str]) -> None:
+        if tokens:
+            self._updates.put(list(tokens))
+
+    def stop(self, ledger: Ledger, errors: Errors, timeout: float = 120.0) -> None:
+        """Stop the readers (each finishes its request in hand), and add what they saw to ``ledger`` and ``errors``."""
+        self._stop.set()
+        result: WebResult = self._results.get(timeout=timeout)
+        self.process.join(timeout=30)
+        with ledger._lock:
+            ledger.views.update(result.views)
+            for kind, counts in result.per_second.items():
+                ledger.per_second[kind].update(counts)
+            for kind, took in result.answers.items():
+                ledger.answers.setdefault(kind, []).extend(took)
+        with errors._lock:
+            errors.items.extend(result.errors)
+            errors.items.sort(key=lambda e: e.at)
 
 
 # ---- views and batched heartbeats over gRPC ------------------------------------------------------------------------------------
@@ -334,8 +420,8 @@ class HeartbeatLoad:
             request = tpb.StartViewRequest(share_token=self.tokens.pick(self.rng), visitor_id=f"soak{uuid.uuid4().hex[:20]}",
                                            user_agent=UA, client_ip=f"10.{i % 200}.{(i // 200) % 250}.{i % 250 + 1}")
             try:
-                reply = call_until_done(lambda r=request: self.stub.StartView(r, metadata=self.md, timeout=GRPC_TIMEOUT),
-                                        "StartView", self.errors, stop)
+                reply = call_until_done(self.ledger.timed("StartView", lambda r=request: self.stub.StartView(
+                    r, metadata=self.md, timeout=GRPC_TIMEOUT)), "StartView", self.errors, stop)
             except (GaveUp, grpc.RpcError):
                 continue
             self.ledger.started(reply.view, "grpc")
@@ -379,8 +465,8 @@ class HeartbeatLoad:
     def _send(self, message: tpb.RecordEngagementRequest, abort: threading.Event) -> None:
         delay = BACKOFF[0]
         while True:
-            reply = call_until_done(lambda: self.stub.RecordEngagement(iter([message]), metadata=self.md, timeout=GRPC_TIMEOUT),
-                                    "RecordEngagement", self.errors, abort)
+            reply = call_until_done(self.ledger.timed("RecordEngagement", lambda: self.stub.RecordEngagement(
+                iter([message]), metadata=self.md, timeout=GRPC_TIMEOUT)), "RecordEngagement", self.errors, abort)
             if not reply.throttled:
                 return
             self.errors.add("RecordEngagement", "throttled")

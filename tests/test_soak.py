@@ -8,19 +8,21 @@ its own PostgreSQL cluster, Redis and S3 (every process, every fault) and requir
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from bench.soak import FAULTS, fault_plan, parse_args, tasks_in_hand
-from bench.soak_load import ClientError, Clock, Errors, Ledger, TokenPool, ViewLedger, WebLoad, WebPlan
+from bench.soak_load import ClientError, Clock, Errors, Ledger, TokenPool, ViewLedger, WebLoad, WebPlan, WebProcess
 from bench.soak_report import CopyRecord, Outage, audit_campaign, audit_tracking, classify_errors
 
 from . import infra
@@ -139,6 +141,57 @@ def test_readers_keep_no_cookies_and_come_from_their_own_network() -> None:
     finally:
         server.shutdown()
     assert seen == [("127.0.7.1", None), ("127.0.7.1", None)]
+
+
+def test_readers_in_their_own_process_report_pages_beacons_answers_and_errors_to_the_parents_ledger() -> None:
+    """``WebProcess``: what the readers in the child process were acknowledged (and the errors they saw) ends up in
+    the parent's ledger, on the parent's clock. The toy edge refuses every third beacon with a 400 (not retried: the
+    reader gives up, its beacon in doubt)."""
+    beats: list[dict[str, object]] = []
+
+    class Edge(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = f'<main data-view="views/v{threading.get_ident()}-{time.monotonic_ns()}">'.encode()
+            self.send_response(200)
+            self.send_header("set-cookie", "co_vid=reader; Path=/")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            beats.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(400 if len(beats) % 3 == 0 else 204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Edge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clock = Clock()
+    ledger, errors = Ledger(clock), Errors(clock)
+    web = WebProcess(f"http://127.0.0.1:{server.server_port}", WebPlan(10, 2, 0.2, networks=2), TokenPool(["t"]), clock)
+    try:
+        web.start()
+        deadline = time.monotonic() + 120  # the child imports the bench (grpc, PIL, ...) first
+        while len(beats) < 9 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        web.stop(ledger, errors)
+    finally:
+        server.shutdown()
+    assert not web.process.is_alive()
+    counts = ledger.counts
+    acked = sum(len(v.acked) for v in ledger.views.values())
+    doubt = sum(len(v.doubt) for v in ledger.views.values())
+    assert len(beats) >= 9, "the readers' process sent too few beacons within 120 s"
+    assert counts["pages"] == len(ledger.views) > 0 and all(v.origin == "page" for v in ledger.views.values())
+    assert counts["beacons"] == acked > 0 and acked + doubt == len(beats)
+    assert len(ledger.answers["page"]) == counts["pages"] and len(ledger.answers["beacon"]) == acked
+    assert [e.code for e in errors.items] == ["HTTP 400"] * doubt and doubt == len(beats) // 3
+    assert all(0 <= e.at <= clock.now() for e in errors.items)
 
 
 # ---- the schedule ---------------------------------------------------------------------------------------------------------------
