@@ -132,9 +132,9 @@ def test_readers_keep_no_cookies_and_come_from_their_own_network() -> None:
 
     async def two_readers() -> None:
         client = load.client(7)
-        await client.get("/s/a")
-        await client.get("/s/b")
-        await client.aclose()
+        await load.fetch(client, "GET", "/s/a")
+        await load.fetch(client, "GET", "/s/b")
+        await client.close()
 
     try:
         asyncio.run(two_readers())
