@@ -8,6 +8,7 @@ its own PostgreSQL cluster, Redis and S3 (every process, every fault) and requir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -110,12 +112,28 @@ def test_only_unavailable_during_an_outage_is_allowed() -> None:
 # ---- the readers' HTTP clients -----------------------------------------------------------------------------------------------
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def toy_edge(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on loopback answering with ``handler``; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
 def test_readers_keep_no_cookies_and_come_from_their_own_network() -> None:
     """Each page is a new reader: a cookie the edge set for one must never reach the next (else they share a visitor
     and its rate limits); and each client connects from its own loopback /24."""
     seen: list[tuple[str, str | None]] = []
 
-    class Edge(BaseHTTPRequestHandler):
+    class Edge(QuietHandler):
         def do_GET(self) -> None:
             seen.append((self.client_address[0], self.headers.get("cookie")))
             self.send_response(200)
@@ -123,23 +141,14 @@ def test_readers_keep_no_cookies_and_come_from_their_own_network() -> None:
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Edge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    load = WebLoad(f"http://127.0.0.1:{server.server_port}", WebPlan(1, 1, 1), TokenPool(["t"]), Ledger(Clock()), Errors(Clock()))
-
-    async def two_readers() -> None:
+    async def two_readers(load: WebLoad) -> None:
         client = load.client(7)
         await load.fetch(client, "GET", "/s/a")
         await load.fetch(client, "GET", "/s/b")
         await client.close()
 
-    try:
-        asyncio.run(two_readers())
-    finally:
-        server.shutdown()
+    with toy_edge(Edge) as url:
+        asyncio.run(two_readers(WebLoad(url, WebPlan(1, 1, 1), TokenPool(["t"]), Ledger(Clock()), Errors(Clock()))))
     assert seen == [("127.0.7.1", None), ("127.0.7.1", None)]
 
 
@@ -149,7 +158,7 @@ def test_readers_in_their_own_process_report_pages_beacons_answers_and_errors_to
     reader gives up, its beacon in doubt)."""
     beats: list[dict[str, object]] = []
 
-    class Edge(BaseHTTPRequestHandler):
+    class Edge(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
@@ -166,22 +175,15 @@ def test_readers_in_their_own_process_report_pages_beacons_answers_and_errors_to
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Edge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     clock = Clock()
     ledger, errors = Ledger(clock), Errors(clock)
-    web = WebProcess(f"http://127.0.0.1:{server.server_port}", WebPlan(10, 2, 0.2, networks=2), TokenPool(["t"]), clock)
-    try:
+    with toy_edge(Edge) as url:
+        web = WebProcess(url, WebPlan(10, 2, 0.2, networks=2), TokenPool(["t"]), clock)
         web.start()
         deadline = time.monotonic() + 120  # the child imports the bench (grpc, PIL, ...) first
         while len(beats) < 9 and time.monotonic() < deadline:
             time.sleep(0.1)
         web.stop(ledger, errors)
-    finally:
-        server.shutdown()
     assert not web.process.is_alive()
     counts = ledger.counts
     acked = sum(len(v.acked) for v in ledger.views.values())
