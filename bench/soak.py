@@ -62,7 +62,7 @@ from services.shared.settings import load_settings
 from services.tracking.streams import DEFAULT_GROUP, DEFAULT_PREFIX, RedisEventLog, stream_key
 
 from . import soak_report as report
-from .common import ROOT, clean_environ, free_port, s3_endpoint
+from .common import ROOT, clean_environ, free_port, percentile, s3_endpoint
 from .soak_infra import AofRedis, Fleet, Memory, PgCluster, postgres_cluster, wait_until
 from .soak_load import (
     Campaign,
@@ -679,8 +679,8 @@ class Soak:
                   "| request, as the load generator saw it | answered | p50 | p95 | p99 | max |", "|---|---:|---:|---:|---:|---:|"]
         for kind, took in sorted(self.ledger.answers.items()):
             took = sorted(took)
-            lines.append(f"| {kind} | {len(took):,} | " + " | ".join(
-                f"{1000 * took[min(len(took) - 1, int(q * len(took)))]:,.1f} ms" for q in (0.5, 0.95, 0.99)) + f" | {1000 * took[-1]:,.0f} ms |")
+            lines.append(f"| {kind} | {len(took):,} | " + " | ".join(f"{1000 * percentile(took, q):,.1f} ms" for q in (50, 95, 99))
+                         + f" | {1000 * took[-1]:,.0f} ms |")
         return [*lines, "",
                 "The issue's targets (5,000 heartbeats/s, 500 pages/s, 10,000 beacons/s) are for the services alone; here every "
                 "process, PostgreSQL, Redis, S3 and the load generator share the cores. Answer times are from the attempt that "
