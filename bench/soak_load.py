@@ -349,7 +349,10 @@ def _web_process(base_url: str, plan: WebPlan, tokens: list[str], t0: float, sto
         done.set()
 
     threading.Thread(target=follow, daemon=True).start()
-    WebLoad(base_url, plan, pool, ledger, errors).run(done)
+    try:
+        WebLoad(base_url, plan, pool, ledger, errors).run(done)
+    except Exception as err:  # noqa: BLE001 - an error the report fails on, with what the readers had seen by then
+        errors.add("page", f"the readers' process failed: {err.__class__.__name__}: {err}")
     results.put(WebResult(ledger.views, ledger.per_second, ledger.answers, errors.items))
 
 
