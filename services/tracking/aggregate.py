@@ -92,6 +92,13 @@ def lock_against_erasure(s: Session, exclusive: bool) -> None:
         s.execute(text(f"SELECT {fn}(:key)"), {"key": ERASURE_LOCK})
 
 
+def plan_for_the_keys_at_hand(s: Session) -> None:
+    """Plan this transaction's statements for their key arrays as they are: a generic plan (psycopg prepares a
+    statement run 5 times) guesses 10 keys, and may filter a whole table through a 1,000-key array that is not hashed."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+
+
 def remember_reps(s: Session, teams: dict[str, str]) -> None:
     """Note reps and their teams as share tokens name them (a newer token's non-empty team wins)."""
     if not teams:
@@ -202,11 +209,10 @@ def _timestamps(table: Table, cols: Sequence[str]) -> list[str]:
     return [c for c in cols if isinstance(table.c[c].type, DateTime)]
 
 
-def _recordset(s: Session, table: Table, cols: Sequence[str]) -> str:
-    """``json_to_recordset`` over the ``:rows`` parameter, times as unix seconds (float8)."""
+def _recordset(s: Session, table: Table, cols: Sequence[str], times: Sequence[str]) -> str:
+    """``json_to_recordset`` over the ``:rows`` parameter, ``times`` as unix seconds (float8)."""
     dialect = s.get_bind().dialect
     q = dialect.identifier_preparer.quote
-    times = set(_timestamps(table, cols))
     types = ", ".join(f"{q(c)} {'float8' if c in times else table.c[c].type.compile(dialect)}" for c in cols)
     return f"json_to_recordset(CAST(:rows AS json)) AS u({types})"
 
@@ -245,11 +251,11 @@ def write_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[dict
 
     if insert:
         sql = (f"INSERT INTO {q(table.name)} ({', '.join(map(q, cols))}) SELECT {', '.join(map(value, cols))} "
-               f"FROM {_recordset(s, table, cols)}")
+               f"FROM {_recordset(s, table, cols, times)}")
     else:
         sets = ", ".join(f"{q(c)} = {value(c)}" for c in cols if c not in key)
         match = " AND ".join(f"t.{q(k)} = u.{q(k)}" for k in key)
-        sql = f"UPDATE {q(table.name)} AS t SET {sets} FROM {_recordset(s, table, cols)} WHERE {match}"
+        sql = f"UPDATE {q(table.name)} AS t SET {sets} FROM {_recordset(s, table, cols, times)} WHERE {match}"
     s.connection().execute(text(sql), {"rows": document})
 
 
@@ -351,12 +357,8 @@ class Aggregator:
 
     def _apply(self, events: Sequence[pb.IngestEvent], run: list[int], orphans: list[int] | None) -> list[Activity]:
         with self.db.write() as s:
-            if s.get_bind().dialect.name == "postgresql":
-                # Shared against erasure; and this transaction's statements planned for their arrays as they are: a
-                # generic plan (psycopg prepares a statement run 5 times) guesses 10 keys, and may filter a whole
-                # table through a 1,000-key array that is not hashed.
-                s.execute(text("SELECT pg_advisory_xact_lock_shared(:key), set_config('plan_cache_mode', 'force_custom_plan', true)"),
-                          {"key": ERASURE_LOCK})
+            lock_against_erasure(s, exclusive=False)
+            plan_for_the_keys_at_hand(s)
             b = _Batch(s, self.clock(), Posts(s))
             starts: list[tuple[pb.ViewStarted, int]] = []
             beats: dict[str, list[Heartbeat]] = {}
