@@ -99,6 +99,12 @@ class Errors:
         with self._lock:
             self.items.append(ClientError(self.clock.now(), source, code))
 
+    def extend(self, items: list[ClientError]) -> None:
+        """Errors another process saw (on the same clock), kept in time order."""
+        with self._lock:
+            self.items.extend(items)
+            self.items.sort(key=lambda e: e.at)
+
 
 @dataclass
 class ViewLedger:
@@ -119,6 +125,15 @@ class Ledger:
         self.per_second: dict[str, Counter[int]] = {k: Counter() for k in self.KINDS}
         self.answers: dict[str, list[float]] = {}  # kind of request -> seconds each answered attempt took
         self._lock = threading.Lock()
+
+    def absorb(self, views: dict[str, ViewLedger], per_second: dict[str, Counter[int]], answers: dict[str, list[float]]) -> None:
+        """What another process's ledger holds (its views are its own: no view is in both)."""
+        with self._lock:
+            self.views.update(views)
+            for kind, counts in per_second.items():
+                self.per_second[kind].update(counts)
+            for kind, took in answers.items():
+                self.answers.setdefault(kind, []).extend(took)
 
     def answered(self, kind: str, seconds: float) -> None:
         """An attempt that got its answer took ``seconds`` (as the client saw it: queueing in this process included)."""
@@ -380,15 +395,8 @@ class WebProcess:
         self._stop.set()
         result: WebResult = self._results.get(timeout=timeout)
         self.process.join(timeout=30)
-        with ledger._lock:
-            ledger.views.update(result.views)
-            for kind, counts in result.per_second.items():
-                ledger.per_second[kind].update(counts)
-            for kind, took in result.answers.items():
-                ledger.answers.setdefault(kind, []).extend(took)
-        with errors._lock:
-            errors.items.extend(result.errors)
-            errors.items.sort(key=lambda e: e.at)
+        ledger.absorb(result.views, result.per_second, result.answers)
+        errors.extend(result.errors)
 
 
 # ---- views and batched heartbeats over gRPC ------------------------------------------------------------------------------------
