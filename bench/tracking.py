@@ -293,13 +293,14 @@ class Ingested:
         return self.accepted / self.wall
 
 
-def messages(views: list[str], first: int, count: int) -> list[bytes]:
-    """``count`` heartbeats from event index ``first``: event k is view k % V's heartbeat k // V + 1."""
+def messages(views: list[str], first: int, count: int, per_message: int = PER_MESSAGE) -> list[bytes]:
+    """``count`` heartbeats from event index ``first``, ``per_message`` a message: event k is view k % V's heartbeat
+    k // V + 1."""
     out, v = [], len(views)
-    for start in range(first, first + count, PER_MESSAGE):
+    for start in range(first, first + count, per_message):
         out.append(pb.RecordEngagementRequest(heartbeats=[
             pb.Heartbeat(view=views[k % v], seq=k // v + 1, engaged_ms_delta=10_000, max_scroll_percent=min(100, k // v * 5))
-            for k in range(start, min(start + PER_MESSAGE, first + count))]).SerializeToString())
+            for k in range(start, min(start + per_message, first + count))]).SerializeToString())
     return out
 
 
@@ -470,8 +471,9 @@ def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, 
                 raise RuntimeError(f"{s.contact} has a tag before its measured heartbeat")
     per_tick = plan.lag_rate // 20  # a message every 50 ms
     ticks = int(plan.lag_seconds * 20)
-    load = messages(background, 0, per_tick * ticks)
+    load = messages(background, 0, per_tick * ticks, per_tick)  # a message a tick: the rate is per_tick × 20/s
     fed = [0, 0]
+    fed_until = [0.0]  # when the feeder's last stream was acknowledged
     errors: list[str] = []
     began = time.perf_counter() + 0.2
 
@@ -495,6 +497,7 @@ def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, 
                     return
                 fed[0] += reply.accepted
                 fed[1] += reply.throttled
+            fed_until[0] = time.perf_counter()
 
     pending: list[tuple[Sample, float]] = []  # (sample, when its heartbeat was acknowledged)
     lags: list[float] = []
@@ -550,7 +553,7 @@ def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, 
                 with lock:
                     pending.append((sample, acked))
         feed.join()
-        fed_wall = time.perf_counter() - began
+        fed_wall = fed_until[0] - began
         drain = wait_applied(event_log, log_path, 300)
     finally:
         done.set()
