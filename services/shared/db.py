@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Engine, MetaData, Table, bindparam, create_engine, event, exc, insert, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -137,7 +138,10 @@ def _session_utc(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _server_engine(url: str, pool_size: int) -> Engine:
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
+    # JSON columns read back with orjson: the same values as the stdlib's json.loads (an integer past 64 bits aside,
+    # which none of ours is), an order of magnitude faster (a tracking view's state is read on every heartbeat).
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+                           json_deserializer=orjson.loads)
     event.listen(engine, "connect", _session_utc)
     return engine
 

@@ -23,16 +23,18 @@ they queue instead of deadlocking.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from math import isfinite
+from operator import itemgetter
 from typing import Any
 
+import orjson
 from google.protobuf.message import DecodeError
-from sqlalchemy import ColumnElement, DateTime, Table, or_, select, text
+from sqlalchemy import ColumnElement, DateTime, Float, Table, or_, select, text
 from sqlalchemy.orm import Session
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
@@ -220,10 +222,11 @@ def _recordset(s: Session, table: Table, cols: Sequence[str], times: Sequence[st
 def write_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[dict[str, Any]], *, insert: bool) -> None:
     """INSERT ``rows`` (dicts with the same keys; they are changed here), or UPDATE the rows whose ``key`` columns match
     to their other values. On PostgreSQL one statement over one JSON parameter (``json_to_recordset``): encoding is
-    a single C call (JSON columns nested as they are), where arrays of text are escaped element by element in Python
-    (a JSON column's quotes one at a time); times go as unix seconds (``datetime.timestamp``, a float that is exact
-    to the microsecond for these dates; ``to_timestamp`` rounds to the microsecond), a few times cheaper than ISO
-    8601 text both ways. Elsewhere, or for a float JSON cannot spell, ``insert_rows`` / ``update_rows``."""
+    a single C call (orjson; JSON columns nested as they are), where arrays of text are escaped element by element in
+    Python (a JSON column's quotes one at a time); times go as unix seconds (``datetime.timestamp``, a float that is
+    exact to the microsecond for these dates; ``to_timestamp`` rounds to the microsecond), a few times cheaper than
+    ISO 8601 text both ways. Elsewhere, or for a value JSON cannot spell (a float column's inf or nan, which orjson
+    would write as null; an integer past 64 bits), ``insert_rows`` / ``update_rows``."""
     if not rows:
         return
     if s.get_bind().dialect.name != "postgresql":
@@ -231,13 +234,16 @@ def write_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[dict
         return
     cols = list(rows[0])
     times = _timestamps(table, cols)
+    floats = [c for c in cols if isinstance(table.c[c].type, Float)]
     for row in rows:
         for c in times:
             if (value := row[c]) is not None:
                 row[c] = value.timestamp()
     try:
-        document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:  # inf or nan: the arrays spell them
+        if any(not isfinite(v) for row in rows for c in floats if (v := row[c]) is not None):
+            raise ValueError("a float JSON cannot spell")
+        document = orjson.dumps(rows).decode()
+    except (ValueError, TypeError):  # the arrays spell them
         for row in rows:
             for c in times:
                 if (value := row[c]) is not None:
@@ -292,12 +298,19 @@ class _Batch:
             table = model.__table__  # type: ignore[attr-defined]
             key = [c.key for c in table.primary_key]
             new = self.new.pop(model, [])
-            write_rows(self.s, table, key, [{c.key: getattr(row, c.key) for c in table.columns} for row in new], insert=True)
+            write_rows(self.s, table, key, _values(new, [c.key for c in table.columns]), insert=True)
             changed = self.changed.pop(model, {})
             for row in new:  # inserted as they are now
                 changed.pop(id(row), None)
-            cols = (*key, *CHANGING[model])
-            write_rows(self.s, table, key, [{c: row.__dict__[c] for c in cols} for row in changed.values()], insert=False)
+            write_rows(self.s, table, key, _values(changed.values(), [*key, *CHANGING[model]]), insert=False)
+
+
+def _values(records: Iterable[Record], cols: list[str]) -> list[dict[str, Any]]:
+    """Each record's ``cols`` as a dict (a C-level getter and zip: a batch writes thousands)."""
+    get = itemgetter(*cols)
+    if len(cols) == 1:
+        return [{cols[0]: get(r.__dict__)} for r in records]
+    return [dict(zip(cols, get(r.__dict__), strict=True)) for r in records]
 
 
 class Aggregator:

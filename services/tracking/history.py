@@ -84,8 +84,10 @@ class Posts:
             self._known.setdefault(key, UNKNOWN_POST)  # a view of a revision whose publish event has not arrived
 
     def get(self, post_id: str, revision: int) -> PostInfo:
-        self.load([(post_id, revision)])
-        return self._known[(post_id, revision)]
+        if (info := self._known.get((post_id, revision))) is None:
+            self.load([(post_id, revision)])
+            info = self._known[(post_id, revision)]
+        return info
 
     def topic_names(self) -> dict[str, str]:
         return {t: n for info in self._known.values() for t, n in info.topic_names.items()}
