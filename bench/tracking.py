@@ -32,7 +32,8 @@ threads in this process, each with its own connection, on the same 2 cores.
    heartbeats, so the feed is spread twice: over 1,000 views (5/s each, the
    fewest that stay under the per-view rate limit with room to spare), and over
    50,000 (20,000 with --quick), one heartbeat per 10 s each: what 5,000/s from
-   real browsers is.
+   real browsers is. Then once more at twice the rate (10,000/s, a heartbeat per
+   5 s each) over the widest spread with the most consumers: the headroom.
 3. GetContactProfile with 1,000,000 raw heartbeats in PostgreSQL (200,000 with
    --quick): 20 reps' contacts, views, visits, interest, lead scores and tags,
    computed with the domain's own functions, seeded with COPY, and 10 events per
@@ -123,6 +124,7 @@ class Plan:
     lag_rate: int  # heartbeats/s fed while measuring the lag
     lag_seconds: float
     lag_views: tuple[int, ...]  # open views the lag feed spreads over: as tests of a batch's width
+    headroom_rate: int  # once more at this rate, over the most views with the most consumers: how far past the target
     sample_every: float
     contacts: int
     views: int
@@ -135,11 +137,11 @@ class Plan:
 
 
 FULL = Plan(ingest_events=1_000_000, ingest_clients=4, per_stream=20, consumers=(1, 2), lag_rate=5_000, lag_seconds=20,
-            lag_views=(1_000, 50_000), sample_every=0.5, contacts=20_000, views=100_000, events_per_view=10, lead_contacts=5_000,
-            calls=2_000, max_seconds=20.0, rounds=4, warmup=20)
+            lag_views=(1_000, 50_000), headroom_rate=10_000, sample_every=0.5, contacts=20_000, views=100_000, events_per_view=10,
+            lead_contacts=5_000, calls=2_000, max_seconds=20.0, rounds=4, warmup=20)
 QUICK = Plan(ingest_events=200_000, ingest_clients=4, per_stream=20, consumers=(1, 2), lag_rate=5_000, lag_seconds=5,
-             lag_views=(1_000, 20_000), sample_every=0.25, contacts=8_000, views=20_000, events_per_view=10, lead_contacts=5_000,
-             calls=300, max_seconds=4.0, rounds=2, warmup=5)
+             lag_views=(1_000, 20_000), headroom_rate=10_000, sample_every=0.25, contacts=8_000, views=20_000, events_per_view=10,
+             lead_contacts=5_000, calls=300, max_seconds=4.0, rounds=2, warmup=5)
 POLL = 0.02  # s between GetContactProfile polls (of the sampled contacts in turn)
 LAG_LIMIT = 60.0  # s: a tag not seen by then counts as never seen (inf)
 LIVE_REPS = 10  # reps whose contacts read during the ingest and lag runs
@@ -413,6 +415,7 @@ class Lagged:
     throttled: int
     drain: float  # s after the feed stopped until the consumers had applied everything
     views: int
+    rate: int  # heartbeats/s the feeder was paced at
 
 
 @dataclass
@@ -456,9 +459,9 @@ def resolve_contacts(url: str, samples: list[Sample]) -> list[Sample]:
 
 
 def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, log_path: Path, prefix: str,
-              views: int) -> Lagged:
-    """The lag with the consumers running now, the feed spread over ``views`` open views; ``prefix`` keeps this
-    run's visitors apart from an earlier run's."""
+              views: int, rate: int) -> Lagged:
+    """The lag with the consumers running now, ``rate`` heartbeats/s spread over ``views`` open views; ``prefix``
+    keeps this run's visitors apart from an earlier run's."""
     count = int(plan.lag_seconds / plan.sample_every)
     samples = prepare_samples(address, world, count, prefix)
     background = start_views(address, world, views, 4, prefix)
@@ -469,7 +472,7 @@ def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, 
         for s in samples:
             if stub.GetContactProfile(pb.GetContactProfileRequest(name=s.contact), metadata=s.rep_token, timeout=30).tags:
                 raise RuntimeError(f"{s.contact} has a tag before its measured heartbeat")
-    per_tick = plan.lag_rate // 20  # a message every 50 ms
+    per_tick = rate // 20  # a message every 50 ms
     ticks = int(plan.lag_seconds * 20)
     load = messages(background, 0, per_tick * ticks, per_tick)  # a message a tick: the rate is per_tick × 20/s
     fed = [0, 0]
@@ -561,7 +564,7 @@ def bench_lag(address: str, world: World, plan: Plan, event_log: RedisEventLog, 
         watch.join()
     if errors:
         raise RuntimeError(errors[0])
-    return Lagged(sorted(lags), sorted(polls), fed[0], fed_wall, fed[1], drain, views)
+    return Lagged(sorted(lags), sorted(polls), fed[0], fed_wall, fed[1], drain, views, rate)
 
 
 # ---- 3, 4. reads over a seeded history -------------------------------------------------------------------------------------
@@ -743,16 +746,17 @@ def lag_row(plan: Plan, lag: Lagged, count: int) -> dict[str, str]:
           f"seen); fed {lag.fed / lag.fed_wall:,.0f}/s, {lag.throttled} throttled; drained {lag.drain:.2f}s after", flush=True)
     return {
         "figure": f"Event → tag visible in GetContactProfile, p95 of {len(lag.lags)} sampled contacts, "
-                  f"{plan.lag_rate:,} heartbeats/s for {plan.lag_seconds:.0f}s over {lag.views:,} views "
-                  f"({plan.lag_rate / lag.views:g}/s each), {count} consumer process{'es' if count > 1 else ''} — "
+                  f"{lag.rate:,} heartbeats/s for {plan.lag_seconds:.0f}s over {lag.views:,} views "
+                  f"({lag.rate / lag.views:g}/s each), {count} consumer process{'es' if count > 1 else ''} — "
                   "PostgreSQL + Redis Streams",
         "measured": f"{p95:.2f} s",
-        "target": f"≤ {TARGET_LAG:g} s",
+        "target": f"≤ {TARGET_LAG:g} s" if lag.rate <= plan.lag_rate else f"— ({lag.rate / plan.lag_rate:g}× the target's rate)",
         "baseline": f"p50 {percentile(lag.lags, 50):.2f} s, max {lag.lags[-1]:.2f} s; fed {lag.fed / lag.fed_wall:,.0f}/s, "
                     f"{lag.throttled} throttled; backlog applied {lag.drain:.1f} s after the feed stopped; "
                     f"{len(lag.polls)} polls, p50 {ms(percentile(lag.polls, 50))}",
-        "ratio": meets(p95 <= TARGET_LAG),
-        "score": Score(f"event → tag lag p95, {lag.views:,} views, {count} consumer{'s' if count > 1 else ''}", p95, TARGET_LAG, "s"),
+        **({"ratio": meets(p95 <= TARGET_LAG),
+            "score": Score(f"event → tag lag p95, {lag.views:,} views, {count} consumer{'s' if count > 1 else ''}", p95, TARGET_LAG, "s")}
+           if lag.rate <= plan.lag_rate else {"ratio": "—"}),
     }
 
 
@@ -815,11 +819,13 @@ def run(quick: bool) -> list[dict[str, str]]:
 
         event_log = RedisEventLog.from_url(REDIS_URL)
         stack.callback(event_log.close)
-        for views, count in ((v, c) for v in plan.lag_views for c in plan.consumers):
-            print(f"  tracking lag: {count} consumer(s), {plan.lag_rate:,} heartbeats/s over {views:,} views for "
+        runs = [(v, c, plan.lag_rate) for v in plan.lag_views for c in plan.consumers]
+        runs.append((max(plan.lag_views), max(plan.consumers), plan.headroom_rate))
+        for views, count, rate in runs:
+            print(f"  tracking lag: {count} consumer(s), {rate:,} heartbeats/s over {views:,} views for "
                   f"{plan.lag_seconds:.0f}s ...", flush=True)
             with consumers(env, count, log):
-                lag = bench_lag(address, world, plan, event_log, log, f"lag{views}v{count}c", views)
+                lag = bench_lag(address, world, plan, event_log, log, f"lag{views}v{count}c{rate}r", views, rate)
             rows.append(lag_row(plan, lag, count))
             if lag.throttled or not all(math.isfinite(x) for x in lag.lags):
                 print(f"  warning: {lag.throttled} heartbeats throttled, {sum(not math.isfinite(x) for x in lag.lags)} tags "
