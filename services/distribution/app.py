@@ -98,7 +98,7 @@ class DistributionApp:
                 fanout = CeleryFanout(make_celery(settings))
         if locks is None:
             locks = LocalLocks() if settings.embedded_tasks else RedisLocks(settings.redis_url)
-        identity = IdentityStore(db, settings.auth_cache_seconds)
+        identity = IdentityStore(db, settings.auth_cache_seconds, settings.auth_stale_seconds)
         service = DistributionService(db, blobs, identity, ShareTokens(list(settings.share_token_keys)), locks,
                                       fanout, settings.campaign_chunk_size)
         if isinstance(fanout, InProcessFanout):

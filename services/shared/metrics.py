@@ -36,6 +36,8 @@ HTTP_SECONDS = Histogram("contentops_http_request_duration_seconds", "Web edge r
 TASK_SECONDS = Histogram("contentops_task_duration_seconds", "Celery task run time, by task and outcome",
                          ["task", "outcome"], buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300))
 TASK_FAILURES = Counter("contentops_task_failures_total", "Celery tasks that raised, by task", ["task"])
+STALE_AUTH = Counter("contentops_auth_stale_total", "Tokens accepted from the cache past AUTH_CACHE_SECONDS because the "
+                     "database was unavailable (within AUTH_STALE_SECONDS)")
 
 
 def observe_rpc(full_method: str, code: str, started: float) -> None:

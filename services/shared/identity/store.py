@@ -1,7 +1,17 @@
-"""Persistence of users and tokens, and token verification with a short cache."""
+"""Persistence of users and tokens, and token verification with a short cache.
+
+A verified token is trusted for ``cache_seconds`` without asking the database
+again. While the database cannot be reached, a token verified within
+``stale_seconds`` is still accepted: a revocation cannot be written during an
+outage either, and the ingest path (events appended to Redis, applied once the
+database is back) then keeps recording what customers read. A token the
+database has refused since is dropped from the cache at once, so an outage never
+brings a revoked token back.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -11,8 +21,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from ..db import Database, as_utc
-from ..errors import NotFound, Unauthenticated
+from ..errors import NotFound, Unauthenticated, Unavailable
 from ..ids import new_id
+from ..metrics import STALE_AUTH
 from .domain import IssuedToken, Principal, Role, issue_token, secret_matches
 from .models import TokenRow, UserRow
 
@@ -25,6 +36,16 @@ class TokenInfo:
     revoke_time: datetime | None
 
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    at: float  # time.monotonic() of the database's answer
+    secret_hash: str
+    principal: Principal
+
+
 def _principal(row: UserRow) -> Principal:
     return Principal(id=row.id, display_name=row.display_name, role=Role(row.role), rep=row.rep, team=row.team or "")
 
@@ -34,10 +55,11 @@ def _token(row: TokenRow) -> TokenInfo:
 
 
 class IdentityStore:
-    def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 2.0, stale_seconds: float = 0.0) -> None:
         self.db = db
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, str, Principal]] = {}
+        self.stale_seconds = stale_seconds
+        self._cache: dict[str, _Verified] = {}
         self._lock = threading.Lock()
 
     def create_user(self, display_name: str, role: Role, rep: str = "", team: str = "") -> tuple[Principal, TokenInfo, str]:
@@ -109,8 +131,31 @@ class IdentityStore:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(token_id)
-        if hit and hit[0] > now and secret_matches(raw_secret, hit[1]):
-            return hit[2]
+        if hit and not secret_matches(raw_secret, hit.secret_hash):
+            hit = None
+        if hit and now - hit.at < self.cache_seconds:
+            return hit.principal
+        try:
+            principal, stored_hash = self._verify(token_id, raw_secret)
+        except Unauthenticated:
+            if hit is not None:  # the very secret the cache vouched for, refused now (revoked): never from the cache again
+                with self._lock:
+                    self._cache.pop(token_id, None)
+            raise
+        except Unavailable:
+            if hit and now - hit.at < self.stale_seconds:
+                STALE_AUTH.inc()
+                log.warning("database unavailable: accepting token %s as verified %.0f s ago", token_id, now - hit.at)
+                return hit.principal
+            raise
+        if self.cache_seconds > 0 or self.stale_seconds > 0:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[token_id] = _Verified(now, stored_hash, principal)
+        return principal
+
+    def _verify(self, token_id: str, raw_secret: str) -> tuple[Principal, str]:
         with self.db.read() as s:
             row = s.execute(
                 select(TokenRow, UserRow).join(UserRow, UserRow.id == TokenRow.user_id).where(TokenRow.id == token_id)
@@ -122,11 +167,4 @@ class IdentityStore:
                 raise Unauthenticated("authorization: token revoked")
             if not secret_matches(raw_secret, token.secret_hash):
                 raise Unauthenticated("authorization: unknown token")
-            principal = _principal(user)
-            stored_hash = token.secret_hash
-        if self.cache_seconds > 0:
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[token_id] = (now + self.cache_seconds, stored_hash, principal)
-        return principal
+            return _principal(user), token.secret_hash
