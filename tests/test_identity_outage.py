@@ -43,7 +43,7 @@ def down() -> Iterator[Database]:
 
 
 def stale_accepted() -> float:
-    return REGISTRY.get_sample_value("contentops_auth_stale_total") or 0.0
+    return REGISTRY.get_sample_value("contentops_auth_stale_total", {"role": Role.SERVICE.value}) or 0.0
 
 
 def creds(secret: str) -> tuple[str, str]:

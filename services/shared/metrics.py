@@ -36,8 +36,10 @@ HTTP_SECONDS = Histogram("contentops_http_request_duration_seconds", "Web edge r
 TASK_SECONDS = Histogram("contentops_task_duration_seconds", "Celery task run time, by task and outcome",
                          ["task", "outcome"], buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300))
 TASK_FAILURES = Counter("contentops_task_failures_total", "Celery tasks that raised, by task", ["task"])
+# Labelled (as every metric here): a metric without labels makes its sample at import, which in prometheus_client's
+# multiprocess mode opens a file in PROMETHEUS_MULTIPROC_DIR before the worker has set the folder up.
 STALE_AUTH = Counter("contentops_auth_stale_total", "Tokens accepted from the cache past AUTH_CACHE_SECONDS because the "
-                     "database was unavailable (within AUTH_STALE_SECONDS)")
+                     "database was unavailable (within AUTH_STALE_SECONDS), by the caller's role", ["role"])
 
 
 def observe_rpc(full_method: str, code: str, started: float) -> None:

@@ -144,7 +144,7 @@ class IdentityStore:
             raise
         except Unavailable:
             if hit and now - hit.at < self.stale_seconds:
-                STALE_AUTH.inc()
+                STALE_AUTH.labels(hit.principal.role.value).inc()
                 log.warning("database unavailable: accepting token %s as verified %.0f s ago", token_id, now - hit.at)
                 return hit.principal
             raise
