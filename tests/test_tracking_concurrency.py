@@ -3,6 +3,9 @@
 - Two consumers starting views of one visitor at the same moment: the second waits for
   the first's new contact instead of failing or making a second one, and its view joins
   the first's visit.
+- Two consumers applying the same entries at once (one's entries reclaimed while it
+  was slow): the second meets the first's committed view, applies them again, and
+  nothing is counted twice.
 - Two consumers applying interleaved halves of one log, round after round: every view,
   visit, contact, interest score and tag ends up as one consumer applying it all alone
   would leave it, and neither ever fails (rows are locked in one order: no deadlock).
@@ -106,6 +109,44 @@ def test_two_consumers_starting_one_visitors_views_at_once_share_one_contact_and
     assert [(m.visitor_id, m.rep_id, m.contact_id) for m in mapping] == [("visitor1", "rep1", contacts[0].id)]
     assert {v.contact_id for v in views.values()} == {contacts[0].id} and set(views) == {"view-a", "view-b"}
     assert [v.id for v in visits] == ["view-a"] and views["view-b"].visit_id == "view-a"  # one visit, opened twice
+
+
+def test_two_consumers_applying_the_same_entry_at_once_count_it_once(dbs: tuple[Database, Database]) -> None:
+    """A live but slow consumer's entries reclaimed by another: both apply them. The second one's view insert meets the
+    first one's committed row; it applies the entry again (finding it applied) instead of failing."""
+    one, two = dbs
+    first, second = Aggregator(one, clock=lambda: NOW), Aggregator(two, clock=lambda: NOW)
+    gate, inside = threading.Event(), threading.Event()
+    tag = first._tag
+
+    def held(b):  # type: ignore[no-untyped-def]
+        inside.set()  # the first consumer has written the view, its visit and the heartbeat, not committed yet
+        assert gate.wait(120)  # a bound for a loaded machine: the test opens the gate once the second one waits
+        return tag(b)
+
+    first._tag = held  # type: ignore[method-assign]
+    entry = [start("view-a", "visitor1", "post0", T0), beat("view-a", 1, T0 + 10_000)]
+    errors: list[BaseException] = []
+    a = spawn(lambda: first.apply(entry), errors)
+    assert inside.wait(30)
+    found: list[list[object]] = []
+    b = spawn(lambda: found.append(list(second.apply(entry))), errors)
+    with one.read() as s:
+        wait_for(lambda: errors or s.scalar(text("SELECT count(*) FROM pg_stat_activity, pg_stat_clear_snapshot() WHERE datname = "
+                                                 "current_database() AND wait_event_type = 'Lock'")) == 1,
+                 "the second consumer to wait for a lock")
+    assert not errors, errors
+    gate.set()
+    a.join(30)
+    b.join(30)
+    assert not errors, errors
+    assert found == [[]]  # nothing announced twice: "X is reading your post" came from the first consumer only
+    with one.read() as s:
+        views = list(s.scalars(select(ViewRow)))
+        visits = list(s.scalars(select(VisitRow)))
+        contacts = list(s.scalars(select(ContactRow)))
+    assert [(v.id, v.engaged_ms) for v in views] == [("view-a", 10_000)]
+    assert [(v.id, v.engaged_ms) for v in visits] == [("view-a", 10_000)] and len(contacts) == 1
 
 
 def log_of(seed: int, visitors: int = 12, views_per_visitor: int = 3, beats_per_view: int = 8) -> list[pb.IngestEvent]:

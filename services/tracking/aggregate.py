@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from google.protobuf.message import DecodeError
 from sqlalchemy import ColumnElement, DateTime, Float, Table, or_, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
@@ -365,10 +366,20 @@ class Aggregator:
         row (and was not erased) are appended to ``orphans``. Re-applying any chunk changes nothing."""
         activities: list[Activity] = []
         for run in chunks(events):
-            activities += self._apply(events, run, orphans)
+            waiting: list[int] = []
+            try:
+                activities += self._apply(events, run, waiting)
+            except IntegrityError:
+                # Another consumer committed some of these views first, between our look and our insert: it holds the
+                # same entries (reclaimed from us while we were slow, or we from it). Applied again, they are found.
+                log.info("another consumer applied some of %d events first; applying them again", len(run))
+                waiting = []
+                activities += self._apply(events, run, waiting)
+            if orphans is not None:
+                orphans += waiting
         return activities
 
-    def _apply(self, events: Sequence[pb.IngestEvent], run: list[int], orphans: list[int] | None) -> list[Activity]:
+    def _apply(self, events: Sequence[pb.IngestEvent], run: list[int], orphans: list[int]) -> list[Activity]:
         with self.db.write() as s:
             lock_against_erasure(s, exclusive=False)
             plan_for_the_keys_at_hand(s)
@@ -396,9 +407,8 @@ class Aggregator:
             self._lock_visits(b, starts)
             for ev, at in sorted(starts, key=lambda start: start[1]):
                 self._start(b, ev, at, contact_of(ev))
-            if orphans is not None:
-                waiting = (set(beats) | {v for v, _ in ends}) - set(b.views) - erased  # erased views' events are dropped
-                orphans += [i for i in run if _view_of(events[i]) in waiting and events[i].WhichOneof("kind") != "started"]
+            waiting = (set(beats) | {v for v, _ in ends}) - set(b.views) - erased  # erased views' events are dropped
+            orphans += [i for i in run if _view_of(events[i]) in waiting and events[i].WhichOneof("kind") != "started"]
             self._lock_contacts(b)
             for view_id, hbs in beats.items():
                 if (row := b.views.get(view_id)) is not None:
