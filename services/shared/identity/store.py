@@ -38,6 +38,8 @@ class TokenInfo:
 
 log = logging.getLogger(__name__)
 
+STALE_LOG_EVERY_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class _Verified:
@@ -61,6 +63,7 @@ class IdentityStore:
         self.stale_seconds = stale_seconds
         self._cache: dict[str, _Verified] = {}
         self._lock = threading.Lock()
+        self._stale_logged = float("-inf")  # when the last stale acceptance was logged
 
     def create_user(self, display_name: str, role: Role, rep: str = "", team: str = "") -> tuple[Principal, TokenInfo, str]:
         now = datetime.now(UTC)
@@ -145,7 +148,10 @@ class IdentityStore:
         except Unavailable:
             if hit and now - hit.at < self.stale_seconds:
                 STALE_AUTH.labels(hit.principal.role.value).inc()
-                log.warning("database unavailable: accepting token %s as verified %.0f s ago", token_id, now - hit.at)
+                if now - self._stale_logged >= STALE_LOG_EVERY_SECONDS:  # every call during an outage: the metric counts
+                    self._stale_logged = now
+                    log.warning("database unavailable: accepting tokens verified up to %.0f s ago (token %s: %.0f s)",
+                                self.stale_seconds, token_id, now - hit.at)
                 return hit.principal
             raise
         if self.cache_seconds > 0 or self.stale_seconds > 0:
