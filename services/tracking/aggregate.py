@@ -220,14 +220,21 @@ def _recordset(s: Session, table: Table, cols: Sequence[str], times: Sequence[st
     return f"json_to_recordset(CAST(:rows AS json)) AS u({types})"
 
 
+def _unix_seconds(value: object) -> float:
+    """orjson's ``default`` for datetimes (passed through to it): unix seconds; anything else it cannot encode."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
 def write_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[dict[str, Any]], *, insert: bool) -> None:
-    """INSERT ``rows`` (dicts with the same keys; they are changed here), or UPDATE the rows whose ``key`` columns match
-    to their other values. On PostgreSQL one statement over one JSON parameter (``json_to_recordset``): encoding is
-    a single C call (orjson; JSON columns nested as they are), where arrays of text are escaped element by element in
-    Python (a JSON column's quotes one at a time); times go as unix seconds (``datetime.timestamp``, a float that is
-    exact to the microsecond for these dates; ``to_timestamp`` rounds to the microsecond), a few times cheaper than
-    ISO 8601 text both ways. Elsewhere, or for a value JSON cannot spell (a float column's inf or nan, which orjson
-    would write as null; an integer past 64 bits), ``insert_rows`` / ``update_rows``."""
+    """INSERT ``rows`` (dicts with the same keys), or UPDATE the rows whose ``key`` columns match to their other
+    values. On PostgreSQL one statement over one JSON parameter (``json_to_recordset``): encoding is a single C call
+    (orjson; JSON columns nested as they are), where arrays of text are escaped element by element in Python (a JSON
+    column's quotes one at a time); times go as unix seconds (``datetime.timestamp``, a float that is exact to the
+    microsecond for these dates; ``to_timestamp`` rounds to the microsecond), a few times cheaper than ISO 8601 text
+    both ways. Elsewhere, or for a value JSON cannot spell (a float column's inf or nan, which orjson would write as
+    null; an integer past 64 bits), ``insert_rows`` / ``update_rows``."""
     if not rows:
         return
     if s.get_bind().dialect.name != "postgresql":
@@ -236,19 +243,11 @@ def write_rows(s: Session, table: Table, key: Sequence[str], rows: Sequence[dict
     cols = list(rows[0])
     times = _timestamps(table, cols)
     floats = [c for c in cols if isinstance(table.c[c].type, Float)]
-    for row in rows:
-        for c in times:
-            if (value := row[c]) is not None:
-                row[c] = value.timestamp()
     try:
         if any(not isfinite(v) for row in rows for c in floats if (v := row[c]) is not None):
             raise ValueError("a float JSON cannot spell")
-        document = orjson.dumps(rows).decode()
+        document = orjson.dumps(rows, default=_unix_seconds, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
     except (ValueError, TypeError):  # the arrays spell them
-        for row in rows:
-            for c in times:
-                if (value := row[c]) is not None:
-                    row[c] = datetime.fromtimestamp(value, UTC)
         (insert_rows(s, table, rows) if insert else update_rows(s, table, key, rows))
         return
     q = s.get_bind().dialect.identifier_preparer.quote
