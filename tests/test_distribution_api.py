@@ -8,14 +8,17 @@ Celery path is in test_distribution_celery.py).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from services.distribution import service as service_module
 from services.distribution.__main__ import build_server
 from services.distribution.app import DistributionApp, InProcessFanout
 from services.distribution.models import CopyRow
@@ -23,9 +26,11 @@ from services.distribution.service import Fanout
 from services.protos.contentops.content.v1 import content_pb2 as cpb
 from services.protos.contentops.distribution.v1 import distribution_pb2 as pb
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as pb_grpc
+from services.shared.db import Database
 from services.shared.identity.domain import Role
 from services.shared.sharetoken import ShareTokens
 
+from . import infra
 from .helpers import jpeg, upload_messages
 
 DEMO = Path(__file__).resolve().parent.parent / "services" / "demo_data"
@@ -392,6 +397,65 @@ def test_unknown_unpublished_archived_and_deleted_posts_get_their_own_codes(dist
     h.content.ArchivePost(cpb.ArchivePostRequest(name=live), metadata=dist.editor)  # type: ignore[attr-defined]
     assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=live, rep=rep.name),
                    metadata=md) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def stale_reads(what: str) -> float:
+    return REGISTRY.get_sample_value("contentops_stale_reads_total", {"what": what}) or 0.0
+
+
+def copy_image(dist: Dist, name: str, md: tuple[tuple[str, str], ...]) -> bytes:
+    return b"".join(m.chunk for m in dist.stub.DownloadCopyImage(pb.DownloadCopyImageRequest(name=name), metadata=md))
+
+
+def test_shared_links_keep_opening_through_a_database_outage(dist: Dist, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the database is down, GetRepCopy and DownloadCopyImage answer from what the service read within
+    POST_STALE_SECONDS (a post's state) and while a copy's URLs stay valid (its view): a shared link keeps
+    opening. Only what was read before: anything else is UNAVAILABLE, and so is everything with
+    POST_STALE_SECONDS=0 or past it. An archive read before the outage still closes the link."""
+    (rep, md), (other, other_md), (gone, gone_md) = dist.rep("小李"), dist.rep("小赵"), dist.rep("小钱")
+    post, archived = dist.publish(images=2), dist.publish(images=1)
+    service = dist.app.service
+    copy = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md)
+    image = copy_image(dist, copy.images[1].name, md)
+    dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=archived, rep=gone.name), metadata=gone_md)
+    dist.harness.content.ArchivePost(cpb.ArchivePostRequest(name=archived), metadata=dist.editor)  # type: ignore[attr-defined]
+    assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=archived, rep=gone.name),
+                   metadata=gone_md) == grpc.StatusCode.FAILED_PRECONDITION
+    monkeypatch.setattr(service_module, "POST_CACHE_SECONDS", 0.0)  # every call asks the database first
+    monkeypatch.setattr(service_module, "VIEW_CACHE_SECONDS", 0.0)
+    before = {what: stale_reads(what) for what in ("post_status", "copy_view", "copy_image")}
+
+    up, down = service.db, Database(f"postgresql+psycopg://127.0.0.1:{infra.free_port()}/test", pool_size=1)
+    monkeypatch.setattr(service, "db", down)
+    monkeypatch.setattr(dist.app.identity, "db", down)  # the callers' tokens: accepted within AUTH_STALE_SECONDS
+    try:
+        again = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md)
+        assert again == copy
+        assert copy_image(dist, copy.images[1].name, md) == image
+        assert {what: stale_reads(what) - before[what] for what in before} == {
+            "post_status": 1, "copy_view": 1, "copy_image": 1}
+        assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=archived, rep=gone.name),
+                       metadata=gone_md) == grpc.StatusCode.FAILED_PRECONDITION  # still archived
+        assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=other.name),
+                       metadata=other_md) == grpc.StatusCode.UNAVAILABLE  # never read: the outage shows
+        assert code_of(copy_image, dist, copy.images[1].name.replace(rep.name, other.name),
+                       other_md) == grpc.StatusCode.UNAVAILABLE
+        assert code_of(copy_image, dist, copy.images[1].name.replace("/images/1", "/images/2"),
+                       md) == grpc.StatusCode.NOT_FOUND  # the cached copy has two images
+
+        monkeypatch.setattr(service, "stale_seconds", 0.0)
+        for call in (lambda: dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md),
+                     lambda: copy_image(dist, copy.images[1].name, md)):
+            assert code_of(call) == grpc.StatusCode.UNAVAILABLE
+        monkeypatch.setattr(service, "stale_seconds", 0.05)
+        time.sleep(0.1)  # the post's state is now older than the window; the view alone does not serve the page
+        assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=rep.name),
+                       metadata=md) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        down.dispose()
+    monkeypatch.setattr(service, "db", up)
+    monkeypatch.setattr(dist.app.identity, "db", up)
+    assert dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=other.name), metadata=other_md).text
 
 
 def test_a_published_post_whose_campaign_is_not_planned_yet_is_unavailable(lazy: Dist) -> None:

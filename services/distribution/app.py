@@ -100,7 +100,7 @@ class DistributionApp:
             locks = LocalLocks() if settings.embedded_tasks else RedisLocks(settings.redis_url)
         identity = IdentityStore(db, settings.auth_cache_seconds, settings.auth_stale_seconds)
         service = DistributionService(db, blobs, identity, ShareTokens(list(settings.share_token_keys)), locks,
-                                      fanout, settings.campaign_chunk_size)
+                                      fanout, settings.campaign_chunk_size, settings.post_stale_seconds)
         if isinstance(fanout, InProcessFanout):
             fanout.service = service
         metrics.register_gauge("contentops_campaign_copies", "Copies of campaigns published in the last 7 days, by state",

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,8 @@ from services.shared.errors import (
 from services.shared.identity.domain import Principal, Role
 from services.shared.identity.store import IdentityStore
 from services.shared.ids import new_id
+from services.shared.logs import Throttle
+from services.shared.metrics import STALE_READS
 from services.shared.sharetoken import ShareTokens
 
 from . import variation
@@ -48,9 +50,11 @@ from .locks import RenderLocks
 from .models import CampaignRow, CopyRow, PostRow, RepRow, TeamRow, VariantRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 URL_LIFETIME = timedelta(hours=1)
 VIEW_CACHE_SECONDS = 30 * 60  # cached copy views are rebuilt (fresh URLs) well before URL_LIFETIME runs out
+VIEW_STALE_MARGIN = timedelta(minutes=5)  # during an outage a cached view is served until its URLs have this little left
 VIEW_CACHE_SIZE = 50_000
 ORIGINALS_CACHE_BYTES = 256 * 1024 * 1024
 POST_CACHE_SECONDS = 1.0  # how stale "which revision is live" may be on the GetRepCopy hot path
@@ -158,7 +162,7 @@ def parse_revision(name: str) -> tuple[str, int]:
 
 class DistributionService:
     def __init__(self, db: Database, blobs: BlobStore, identity: IdentityStore, tokens: ShareTokens,
-                 locks: RenderLocks, fanout: Fanout, chunk_size: int = 25) -> None:
+                 locks: RenderLocks, fanout: Fanout, chunk_size: int = 25, stale_seconds: float = 0.0) -> None:
         self.db = db
         self.blobs = blobs
         self.identity = identity
@@ -166,8 +170,11 @@ class DistributionService:
         self.locks = locks
         self.fanout = fanout
         self.chunk_size = chunk_size
+        self.stale_seconds = stale_seconds  # see _stale_or_raise
+        # Both caches keep time.monotonic() of the database's answer.
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
         self._posts: dict[str, tuple[float, PostStatus]] = {}
+        self._stale_warning = Throttle(10.0)
         self._views_lock = threading.Lock()
         self._originals: OrderedDict[str, bytes] = OrderedDict()
         self._originals_bytes = 0
@@ -562,17 +569,35 @@ class DistributionService:
         now = time.monotonic()
         with self._views_lock:
             cached = self._posts.get(post_id)
-        if cached is not None and cached[0] > now:
+        if cached is not None and now - cached[0] < POST_CACHE_SECONDS:
             return cached[1]
-        with self.db.read() as s:
-            latest = s.execute(select(CampaignRow.id, CampaignRow.revision).where(CampaignRow.post_id == post_id)
-                               .order_by(CampaignRow.revision.desc()).limit(1)).first()
-            status = self._status(s, post_id, (latest[0], latest[1]) if latest else None)
+        try:
+            with self.db.read() as s:
+                latest = s.execute(select(CampaignRow.id, CampaignRow.revision).where(CampaignRow.post_id == post_id)
+                                   .order_by(CampaignRow.revision.desc()).limit(1)).first()
+                status = self._status(s, post_id, (latest[0], latest[1]) if latest else None)
+        except Unavailable:
+            stale = self._stale("post_status", cached, now, self.stale_seconds)
+            if stale is None:
+                raise
+            return stale
         with self._views_lock:
             if len(self._posts) > POST_CACHE_SIZE:
                 self._posts.clear()
-            self._posts[post_id] = (now + POST_CACHE_SECONDS, status)
+            self._posts[post_id] = (now, status)
         return status
+
+    def _stale(self, what: str, cached: tuple[float, T] | None, now: float, window: float) -> T | None:
+        """While the database is unavailable: a cached answer read within ``window``, if ``stale_seconds`` allows
+        staleness at all. Shared links keep opening through an outage: no archive can be written during one either,
+        so a post's state read shortly before is as good as any, and a ready copy never changes."""
+        if cached is None or self.stale_seconds <= 0 or now - cached[0] >= window:
+            return None
+        STALE_READS.labels(what).inc()
+        if self._stale_warning.due():
+            log.warning("database unavailable: serving cached %s read %.0f s ago (at most %.0f s)", what,
+                        now - cached[0], window)
+        return cached[1]
 
     def get_rep_copy(self, who: Principal, post_id: str, rep_id: str) -> CopyView:
         if who.role is Role.REP and who.rep != f"reps/{rep_id}":
@@ -658,26 +683,43 @@ class DistributionService:
         """The hot path: a ready copy, from the cache (no query) or by its primary key.
 
         A ready copy never changes, so its view (presigned URLs included, refreshed well before they
-        expire) is cached.
+        expire) is cached. While the database is unavailable, a view is served as long as its URLs stay
+        valid VIEW_STALE_MARGIN longer.
         """
         key = (campaign_id, rep_id)
         now = time.monotonic()
         with self._views_lock:
             cached = self._views.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and now - cached[0] < VIEW_CACHE_SECONDS:
             return cached[1]
-        with self.db.read() as s:
-            copy = s.get(CopyRow, key)
-            if copy is None or copy.state != "ready":
-                return None
-            campaign = s.get(CampaignRow, campaign_id)
-            assert campaign is not None
-            view = self._build_view(campaign.post_id, campaign.revision, copy)
+        try:
+            with self.db.read() as s:
+                copy = s.get(CopyRow, key)
+                if copy is None or copy.state != "ready":
+                    return None
+                campaign = s.get(CampaignRow, campaign_id)
+                assert campaign is not None
+                view = self._build_view(campaign.post_id, campaign.revision, copy)
+        except Unavailable:
+            stale = self._stale("copy_view", cached, now, (URL_LIFETIME - VIEW_STALE_MARGIN).total_seconds())
+            if stale is None:
+                raise
+            return stale
         with self._views_lock:
             if len(self._views) > VIEW_CACHE_SIZE:
                 self._views.clear()
-            self._views[key] = (now + VIEW_CACHE_SECONDS, view)
+            self._views[key] = (now, view)
         return view
+
+    def _cached_view(self, post_id: str, revision: int, rep_id: str) -> CopyView | None:
+        """During an outage: the cached view of the rep's copy of the post's live revision, however old (the image keys
+        in it never change), if ``stale_seconds`` allows staleness at all."""
+        with self._views_lock:
+            status = self._posts.get(post_id)
+            if status is None or status[1].revision != revision or status[1].campaign_id is None:
+                return None
+            cached = self._views.get((status[1].campaign_id, rep_id))
+        return self._stale("copy_image", cached, time.monotonic(), float("inf"))
 
     def _build_view(self, post_id: str, revision: int, copy: CopyRow) -> CopyView:
         images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
@@ -695,13 +737,22 @@ class DistributionService:
     def open_copy_image(self, who: Principal, post_id: str, revision: int, rep_id: str, index: int) -> Iterator[bytes]:
         if who.role is Role.REP and who.rep != f"reps/{rep_id}":
             raise PermissionDenied("reps may fetch only their own copies")
-        with self.db.read() as s:
-            campaign = s.scalars(select(CampaignRow).where(CampaignRow.post_id == post_id,
-                                                           CampaignRow.revision == revision)).first()
-            copy = s.get(CopyRow, (campaign.id, rep_id)) if campaign else None
-            if copy is None or copy.state != "ready" or not (0 <= index < len(copy.images or [])):
-                raise NotFound(f"posts/{post_id}/revisions/{revision}/copies/{rep_id}/images/{index} not found")
-            key = copy.images[index]["key"]  # type: ignore[index]
+        missing = NotFound(f"posts/{post_id}/revisions/{revision}/copies/{rep_id}/images/{index} not found")
+        try:
+            with self.db.read() as s:
+                campaign = s.scalars(select(CampaignRow).where(CampaignRow.post_id == post_id,
+                                                               CampaignRow.revision == revision)).first()
+                copy = s.get(CopyRow, (campaign.id, rep_id)) if campaign else None
+                if copy is None or copy.state != "ready" or not (0 <= index < len(copy.images or [])):
+                    raise missing
+                key = copy.images[index]["key"]  # type: ignore[index]
+        except Unavailable:
+            view = self._cached_view(post_id, revision, rep_id)
+            if view is None:
+                raise
+            if not 0 <= index < len(view.images):
+                raise missing from None
+            key = view.images[index].blob_key
         try:
             return self.blobs.open(key)
         except BlobNotFound:

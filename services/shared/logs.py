@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
+import time
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -51,6 +53,24 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(getattr(logging, level, logging.INFO))
     # Alembic narrates every migration check at INFO; only its problems matter at start-up.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+class Throttle:
+    """At most one yes per ``seconds``: for a warning that would otherwise repeat on every call (during an outage,
+    say, where a metric counts the calls)."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.seconds:
+                return False
+            self._last = now
+            return True
 
 
 _install_record_factory()  # records made before configure_logging (tests, libraries) carry the id too

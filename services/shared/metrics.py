@@ -40,6 +40,9 @@ TASK_FAILURES = Counter("contentops_task_failures_total", "Celery tasks that rai
 # multiprocess mode opens a file in PROMETHEUS_MULTIPROC_DIR before the worker has set the folder up.
 STALE_AUTH = Counter("contentops_auth_stale_total", "Tokens accepted from the cache past AUTH_CACHE_SECONDS because the "
                      "database was unavailable (within AUTH_STALE_SECONDS), by the caller's role", ["role"])
+STALE_READS = Counter("contentops_stale_reads_total", "Answers the distribution service served from its cache past their "
+                      "freshness because the database was unavailable (within POST_STALE_SECONDS), by what was read",
+                      ["what"])
 
 
 def observe_rpc(full_method: str, code: str, started: float) -> None:

@@ -74,6 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTH_CACHE_SECONDS", "2", "How long a verified token is cached; a revocation takes effect within it."),
     Setting("AUTH_STALE_SECONDS", "600", "While the database is unavailable, a token verified this recently is still "
             "accepted (no revocation can be written then either), so ingest keeps recording into Redis. 0: never."),
+    Setting("POST_STALE_SECONDS", "600", "While the database is unavailable, the distribution service still serves ready "
+            "copies of a post whose state it read this recently (no archive can be written then either), so shared links "
+            "keep opening. 0: never."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
     Setting("LOG_FORMAT", "json", "json: one JSON object per line with the request id; text: plain lines."),
     Setting("METRICS_ADDR", "", "host:port for this process's Prometheus /metrics (empty: not served; the web edge "
@@ -138,6 +141,7 @@ class Settings:
     scheduler_interval_seconds: float
     auth_cache_seconds: float
     auth_stale_seconds: float
+    post_stale_seconds: float
     log_level: str
     log_format: str
     metrics_addr: str
@@ -269,6 +273,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scheduler_interval_seconds=_float(env, "SCHEDULER_INTERVAL_SECONDS"),
         auth_cache_seconds=_float(env, "AUTH_CACHE_SECONDS"),
         auth_stale_seconds=_float(env, "AUTH_STALE_SECONDS"),
+        post_stale_seconds=_float(env, "POST_STALE_SECONDS"),
         log_level=env["LOG_LEVEL"].upper(),
         log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
         metrics_addr=env["METRICS_ADDR"],

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from ..db import Database, as_utc
 from ..errors import NotFound, Unauthenticated, Unavailable
 from ..ids import new_id
+from ..logs import Throttle
 from ..metrics import STALE_AUTH
 from .domain import IssuedToken, Principal, Role, issue_token, secret_matches
 from .models import TokenRow, UserRow
@@ -37,8 +38,6 @@ class TokenInfo:
 
 
 log = logging.getLogger(__name__)
-
-STALE_LOG_EVERY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class IdentityStore:
         self.stale_seconds = stale_seconds
         self._cache: dict[str, _Verified] = {}
         self._lock = threading.Lock()
-        self._stale_logged = float("-inf")  # when the last stale acceptance was logged
+        self._stale_warning = Throttle(10.0)  # every call during an outage is stale: the metric counts them
 
     def create_user(self, display_name: str, role: Role, rep: str = "", team: str = "") -> tuple[Principal, TokenInfo, str]:
         now = datetime.now(UTC)
@@ -148,8 +147,7 @@ class IdentityStore:
         except Unavailable:
             if hit and now - hit.at < self.stale_seconds:
                 STALE_AUTH.labels(hit.principal.role.value).inc()
-                if now - self._stale_logged >= STALE_LOG_EVERY_SECONDS:  # every call during an outage: the metric counts
-                    self._stale_logged = now
+                if self._stale_warning.due():
                     log.warning("database unavailable: accepting tokens verified up to %.0f s ago (token %s: %.0f s)",
                                 self.stale_seconds, token_id, now - hit.at)
                 return hit.principal
