@@ -404,6 +404,80 @@ def test_redis_down_is_unavailable_to_producers_and_consumers() -> None:
         log.close()
 
 
+def group_members(log: RedisEventLog) -> dict[str, set[str]]:
+    """Each consumer the group knows of, by name, with the streams it is known on."""
+    members: dict[str, set[str]] = {}
+    for key in log.keys:
+        for consumer in log.client.xinfo_consumers(key, log.group):
+            members.setdefault(consumer["name"].decode(), set()).add(key)
+    return members
+
+
+def test_idle_consumers_holding_nothing_leave_the_group_and_holders_stay(redis_client: redis.Redis) -> None:
+    log = RedisEventLog(redis_client, prefix=f"test:{uuid.uuid4().hex[:12]}", partitions=2)
+    for partition in (0, 1):
+        log.append([b"a", b"b"], partition=partition)
+    log.ack(log.read("finished", count=2))  # one entry from each stream, acked: holds nothing
+    held = log.read("crashed", count=2)  # the other two, never acked
+    assert len(held) == 2
+    time.sleep(0.15)
+    log.append([b"c"], partition=0)
+    log.ack(log.read("alive", count=10))  # holds nothing either, but read just now
+    assert set(group_members(log)) == {"finished", "crashed", "alive"}
+
+    assert log.forget_consumers(100) == ["finished"]  # "crashed" holds entries, "alive" is not idle
+    assert group_members(log) == {"crashed": set(log.keys), "alive": {log.keys[0]}}
+    rescued = log.reclaim("rescuer", min_idle_ms=100, count=10)
+    assert sorted(e.id for e in rescued) == sorted(e.id for e in held)  # nothing was lost with "finished"
+    assert log.forget_consumers(0, only="alive") == ["alive"]
+    time.sleep(0.15)
+    assert log.forget_consumers(100) == ["crashed"]  # its entries moved to the rescuer
+    assert log.stats().pending == 2
+    assert log.forget_consumers(0) == []  # the rescuer holds them now (on each stream)
+    log.ack(rescued)
+    assert log.forget_consumers(0) == ["rescuer"]
+    assert group_members(log) == {}
+
+
+def test_forgetting_consumers_never_drops_entries_a_consumer_is_reading(redis_client: redis.Redis) -> None:
+    """Forgetting races a consumer's reads: an entry read between a check and a delete would vanish from the
+    pending list with the consumer (XGROUP DELCONSUMER), acked by nobody. The check and the delete are one step."""
+    log = RedisEventLog(redis_client, prefix=f"test:{uuid.uuid4().hex[:12]}")
+    log.append([b"x"] * 3000, partition=0)
+    read: list[Entry] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        other = RedisEventLog(redis.Redis.from_url(REDIS_URL), prefix=log.prefix)
+        try:
+            while batch := other.read("reader", count=1):
+                read.extend(batch)
+        finally:
+            done.set()
+            other.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    forgotten = 0
+    while not done.is_set():
+        forgotten += len(log.forget_consumers(0, only="reader"))
+    thread.join(30)
+    assert len(read) == 3000
+    assert log.stats().pending == 3000  # every entry read is still pending on someone, to be acked or reclaimed
+    assert forgotten == 0  # it always held something
+
+
+def test_the_consumer_loop_forgets_dead_consumers_and_leaves_the_group_when_stopped(redis_client: redis.Redis) -> None:
+    log = RedisEventLog(redis_client, prefix=f"test:{uuid.uuid4().hex[:12]}")
+    log.append([f"batch-{i}".encode() for i in range(5)], partition=0)
+    log.read("crashed", count=2)
+    log.ack(log.read("finished", count=1))
+    consume_until(log, "survivor", lambda batch: [], lambda s: s.acked >= 4 and set(group_members(log)) <= {"survivor"},
+                  min_idle_ms=100, forget_after_ms=100)
+    assert group_members(log) == {}  # stopped holding nothing: it left too
+    assert log.stats().pending == 0
+
+
 CRASHING_CONSUMER = """
 import sys, threading, time
 from services.tracking.streams import RedisEventLog, run_consumer

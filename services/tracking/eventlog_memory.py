@@ -122,6 +122,9 @@ class MemoryEventLog:
                         entries.append(entry)
         return entries
 
+    def forget_consumers(self, idle_ms: int, only: str | None = None) -> list[str]:
+        return []  # consumers exist here only as holders of pending entries: nothing to forget
+
     def dead_letter(self, entry: Entry, reason: str) -> None:
         with self._cond:
             self._dead_letter(entry, reason)

@@ -31,6 +31,13 @@ id still pending in any group, or, with nothing pending, to just past the group'
 last-delivered id. Entries appended before any group exists are never trimmed.
 The dead-letter stream is never trimmed here: someone must look at it.
 
+Consumers come and go (a crash, a deploy: every process has its own name), and
+Redis keeps every name in the group until told otherwise. ``forget_consumers``
+removes the ones idle for long with nothing pending, checking and deleting in one
+Lua script per stream: XGROUP DELCONSUMER drops a consumer's pending entries with
+it, so a consumer that read entries between a check and a delete would lose them
+for good. A consumer removed while alive is simply re-created by its next read.
+
 ``delete_where`` serves privacy erasure: it scans every partition and the
 dead-letter stream with XRANGE in pages and XDELs (and XACKs) matching entries.
 
@@ -61,6 +68,22 @@ DEFAULT_MAX_DELIVERIES = 5
 MAX_BLOCK_MS = 5000  # XREADGROUP BLOCK stays well under the client's socket timeout
 SOCKET_TIMEOUT_S = 10.0
 PAGE = 500  # XRANGE page for delete_where and lag counting
+FORGET_AFTER_MS = 3_600_000  # consumers idle this long with nothing pending leave the group
+
+# KEYS[1] a stream; ARGV: group, min idle ms, only this consumer ("": any). Redis runs a script alone, so the
+# pending count it reads is still true when it deletes.
+_FORGET_CONSUMERS = """
+local gone = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['pending'] == 0 and field['idle'] >= tonumber(ARGV[2]) and (ARGV[3] == '' or field['name'] == ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    gone[#gone + 1] = field['name']
+  end
+end
+return gone
+"""
 
 T = TypeVar("T")
 
@@ -110,6 +133,11 @@ class EventLog(Protocol):
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take entries pending on any consumer for ``min_idle_ms``; dead-letters poison ones."""
+        ...
+
+    def forget_consumers(self, idle_ms: int, only: str | None = None) -> list[str]:
+        """Remove from the group the consumers (or just ``only``) idle at least ``idle_ms`` with nothing pending;
+        return their names. Atomic per stream: a consumer that reads meanwhile keeps its entries."""
         ...
 
     def dead_letter(self, entry: Entry, reason: str) -> None: ...
@@ -204,6 +232,7 @@ class RedisEventLog:
         self._partition_of = {key.encode(): p for p, key in enumerate(self.keys)}
         self._groups_ready = False
         self._cursors: dict[int, bytes | str] = {}  # XAUTOCLAIM cursor per partition
+        self._forget = client.register_script(_FORGET_CONSUMERS)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisEventLog:
@@ -314,6 +343,13 @@ class RedisEventLog:
                            reason=_str(f[b"reason"]), deliveries=int(f[b"deliveries"])) for i, f in items]
 
     # ---- housekeeping -----------------------------------------------------------------
+
+    def forget_consumers(self, idle_ms: int, only: str | None = None) -> list[str]:
+        gone: set[str] = set()
+        for key in self.keys:
+            names = self._call(lambda key=key: self._forget(keys=[key], args=[self.group, idle_ms, only or ""]))  # type: ignore[misc]
+            gone.update(_str(n) for n in names)
+        return sorted(gone)
 
     def stats(self) -> LogStats:
         def run() -> LogStats:
@@ -479,7 +515,7 @@ HandleBatch = Callable[[list[Entry]], list[tuple[Entry, str]]]
 
 def run_consumer(log: EventLog, name: str, handle_batch: HandleBatch, stop: threading.Event, *,
                  batch_size: int = 200, block_ms: int = 1000, min_idle_ms: int = 60_000,
-                 reclaim_interval_s: float = 15.0, trim_interval_s: float | None = 60.0,
+                 reclaim_interval_s: float = 15.0, trim_interval_s: float | None = 60.0, forget_after_ms: int = FORGET_AFTER_MS,
                  is_transient: Callable[[BaseException], bool] = is_transient_error,
                  max_backoff_s: float = 5.0, stats: ConsumerStats | None = None) -> ConsumerStats:
     """Apply the log through ``handle_batch`` until ``stop`` is set.
@@ -491,12 +527,20 @@ def run_consumer(log: EventLog, name: str, handle_batch: HandleBatch, stop: thre
     a back-off, without redelivery, so an outage never makes entries look poisonous.
     Any other error retries the entries one by one; one that still fails stays
     pending, and is dead-lettered once reclaimed more than ``max_deliveries`` times.
-    Every ``reclaim_interval_s`` it reclaims entries idle on dead consumers; every
-    ``trim_interval_s`` it trims acknowledged entries.
+    Every ``reclaim_interval_s`` it reclaims entries idle on dead consumers, and removes from
+    the group consumers idle ``forget_after_ms`` with nothing pending; every ``trim_interval_s``
+    it trims acknowledged entries. Stopping, it leaves the group itself if it holds nothing.
     """
     loop = _ConsumerLoop(log, name, handle_batch, stop, batch_size, block_ms, min_idle_ms, is_transient,
                          max_backoff_s, stats or ConsumerStats())
-    loop.run(reclaim_interval_s, trim_interval_s)
+    loop.run(reclaim_interval_s, trim_interval_s, forget_after_ms)
+    try:
+        log.forget_consumers(0, only=name)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        logger.warning("consumer %s: could not leave the group (%s); it is forgotten after %d ms idle", name, exc,
+                       forget_after_ms)
     return loop.stats
 
 
@@ -518,7 +562,7 @@ class _ConsumerLoop:
     stats: ConsumerStats
     _delay: float = 0.0
 
-    def run(self, reclaim_interval_s: float, trim_interval_s: float | None) -> None:
+    def run(self, reclaim_interval_s: float, trim_interval_s: float | None, forget_after_ms: int) -> None:
         next_reclaim = 0.0
         next_trim = time.monotonic() + (trim_interval_s or 0)
         while not self.stop.is_set():
@@ -529,6 +573,9 @@ class _ConsumerLoop:
                     batch = self.log.reclaim(self.name, self.min_idle_ms, self.batch_size)
                     if len(batch) < self.batch_size:  # a full batch: more may wait, reclaim again next turn
                         next_reclaim = now + reclaim_interval_s
+                        if gone := self.log.forget_consumers(forget_after_ms):
+                            logger.info("consumer %s: removed %d idle consumers from the group: %s", self.name, len(gone),
+                                        ", ".join(gone))
                 if trim_interval_s and now >= next_trim:
                     self.log.trim()
                     next_trim = now + trim_interval_s
