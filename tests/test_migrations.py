@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect, text
 
 from services.shared.db import Database
-from services.shared.migrate import OWNERS, history, upgrade_all
+from services.shared.migrate import OWNERS, alembic_config, history, upgrade_all
 
 from . import infra
 
@@ -48,3 +49,34 @@ def test_each_owner_keeps_its_own_version_table_and_upgrade_is_idempotent(empty_
     assert {f"alembic_version_{o}" for o in OWNERS} <= tables
     for owner in OWNERS:
         assert all(t.startswith(f"{owner}_") for t in history(owner).metadata.tables)
+
+
+def visits_index(db: Database) -> list[str | None]:
+    [index] = [i for i in inspect(db.engine).get_indexes("tracking_visits") if i["name"] == "ix_tracking_visits_visitor_post"]
+    return list(index["column_names"])
+
+
+def test_the_visits_index_is_rebuilt_concurrently_and_a_cut_short_run_is_redone() -> None:
+    """Tracking's 0003 changes the index of a table every heartbeat writes to: on PostgreSQL it builds the new index
+    beside the old one with CREATE INDEX CONCURRENTLY (a plain build holds off writes for its whole length), and a
+    spare index left by a run cut short does not stop the next run."""
+    with infra.pg_database() as url:
+        db = Database(url)
+        try:
+            upgrade_all(db)
+            cfg = alembic_config(db, history("tracking"))
+            command.downgrade(cfg, "0002")
+            assert visits_index(db) == ["visitor_id", "post_id", "last_activity"]
+            with db.engine.begin() as conn:  # what a run killed mid-build leaves behind
+                conn.execute(text("CREATE INDEX ix_tracking_visits_visitor_post_new ON tracking_visits (post_id)"))
+            statements: list[str] = []
+            event.listen(db.engine, "before_cursor_execute", lambda _c, _cur, statement, *_: statements.append(statement))
+            command.upgrade(cfg, "head")
+            assert visits_index(db) == ["visitor_id", "post_id"]
+            assert [i["name"] for i in inspect(db.engine).get_indexes("tracking_visits")].count(
+                "ix_tracking_visits_visitor_post_new") == 0
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = 'tracking_visits'::regclass")).scalar()
+            assert any(s.startswith("CREATE INDEX CONCURRENTLY ix_tracking_visits_visitor_post_new") for s in statements), statements
+        finally:
+            db.dispose()
