@@ -63,7 +63,7 @@ from services.tracking.streams import DEFAULT_GROUP, DEFAULT_PREFIX, RedisEventL
 
 from . import soak_report as report
 from .common import ROOT, clean_environ, free_port, percentile, s3_endpoint
-from .soak_infra import AofRedis, Fleet, Memory, PgCluster, postgres_cluster, wait_until
+from .soak_infra import AofRedis, Fleet, PgCluster, Usage, postgres_cluster, wait_until
 from .soak_load import (
     Campaign,
     Clock,
@@ -210,7 +210,7 @@ class Soak:
             SCHEDULER_INTERVAL_SECONDS="5", CAMPAIGN_RESWEEP_SECONDS=f"{opts.resweep_seconds:g}", SHUTDOWN_GRACE_SECONDS="5",
             PYTHONPATH=str(ROOT), PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}", **self.addresses)
         self.fleet = Fleet(self.env, ROOT, tmp / "logs")
-        self.memory = Memory()
+        self.usage = Usage()
         self.clock = Clock()
         self.errors = Errors(self.clock)
         self.ledger = Ledger(self.clock)
@@ -286,13 +286,13 @@ class Soak:
         return out
 
     def monitor(self, stop: threading.Event) -> None:
-        """Memory and backlog samples, and supervision (a process that exits on its own is recorded and started again)."""
+        """Memory and CPU samples, backlog samples, and supervision (a process that exits on its own is recorded and started again)."""
         log = RedisEventLog.from_url(self.stores.redis.url)
         try:
             while True:
                 for exited in self.fleet.restart_exited():
                     print(f"  !! {exited.name} exited on its own ({exited.code}); started again", flush=True)
-                self.memory.sample(self.pids(), time.monotonic())
+                self.usage.sample(self.pids(), time.monotonic())
                 self.sample_backlog(log)
                 if stop.wait(SAMPLE_EVERY):
                     return
@@ -474,7 +474,7 @@ class Soak:
               f"{len(self.world.teams)} teams, first campaign rendered; load for {self.opts.seconds:.0f} s", flush=True)
         load_began = self.run_load(editor, tokens)
         drain = self.drain(editor)
-        self.memory.sample(self.pids(), time.monotonic())
+        self.usage.sample(self.pids(), time.monotonic())
         monitor_stop.set()
         monitor.join()
         audits = self.audit(editor)
@@ -639,7 +639,7 @@ class Soak:
             ("Errors clients saw", report.error_lines(errors, self.opts.grace)),
             ("Fault timeline", report.timeline_lines(self.faults)),
             ("Tracking log backlog", report.backlog_lines(backlog, self.faults, load_seconds, SAMPLE_EVERY)),
-            ("Memory (RSS)", report.memory_lines(self.memory.tracks, t0, SAMPLE_EVERY)),
+            ("Processes: memory (RSS) and CPU", report.usage_lines(self.usage.tracks, t0, SAMPLE_EVERY)),
             *([("Processes that exited on their own", exits)] if exits else []),
         ]
         return report.render("Soak: every process, under load, with faults", self.setup_lines(started_at, load_seconds, drain),

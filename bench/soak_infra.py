@@ -7,7 +7,7 @@
 - ``Fleet``: the processes of deploy/Procfile, each its own OS process in its own session (so a SIGKILL of the
   group takes a Celery worker's pool child with it), supervised: a process that exits without being killed by the
   soak is recorded and started again, as a supervisor would.
-- ``Memory``: resident memory (RSS, the process and its children) of every process, sampled through the run.
+- ``Usage``: resident memory (RSS) and CPU time of every process (with its children), sampled through the run.
 """
 
 from __future__ import annotations
@@ -282,47 +282,58 @@ class Fleet:
 # ---- memory -------------------------------------------------------------------------------------------------------------------
 
 
-def tree_rss(pid: int, children: bool = True) -> int | None:
-    """RSS in bytes of ``pid`` and (``children``) its descendants (a prefork worker's pool, PostgreSQL's backends);
-    None if it is gone."""
+def tree_usage(pid: int, children: bool = True) -> tuple[int, float] | None:
+    """(RSS in bytes, CPU seconds user + system) of ``pid`` and (``children``) its live descendants (a prefork worker's
+    pool, PostgreSQL's backends); None if it is gone."""
     try:
         root = psutil.Process(pid)
         if root.status() == psutil.STATUS_ZOMBIE:  # killed, not reaped yet
             return None
-        total = root.memory_info().rss
+        rss, cpu = root.memory_info().rss, sum(root.cpu_times()[:2])
         for child in root.children(recursive=True) if children else []:
             with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return total
+                rss += child.memory_info().rss
+                cpu += sum(child.cpu_times()[:2])
+        return rss, cpu
     except psutil.Error:
         return None
 
 
 @dataclass
-class MemoryTrack:
-    first: int
+class UsageTrack:
+    first: int  # RSS
     first_at: float  # monotonic
     last: int
     last_at: float
     peak: int
+    first_cpu: float  # CPU seconds so far
+    last_cpu: float
     samples: int = 1
+
+    @property
+    def cores(self) -> float:
+        """Average CPU use between the first and the last sample, in cores (a child that exited meanwhile is not
+        counted: a worker's pool processes and PostgreSQL's backends live as long as their parent here)."""
+        span = self.last_at - self.first_at
+        return max(0.0, self.last_cpu - self.first_cpu) / span if span > 0 else 0.0
 
 
 @dataclass
-class Memory:
-    """RSS of every process by instance name, sampled: the first and last samples and the peak."""
+class Usage:
+    """RSS and CPU time of every process by instance name, sampled: the first and last samples and the peak RSS."""
 
-    tracks: dict[str, MemoryTrack] = field(default_factory=dict)
+    tracks: dict[str, UsageTrack] = field(default_factory=dict)
 
     def sample(self, pids: dict[str, tuple[int, bool]], at: float) -> None:
         """``pids``: name -> (pid, whether to count its children)."""
         for name, (pid, children) in pids.items():
-            rss = tree_rss(pid, children)
-            if not rss:  # gone (or exiting: its memory already released)
+            usage = tree_usage(pid, children)
+            if not usage or not usage[0]:  # gone (or exiting: its memory already released)
                 continue
+            rss, cpu = usage
             track = self.tracks.get(name)
             if track is None:
-                self.tracks[name] = MemoryTrack(rss, at, rss, at, rss)
+                self.tracks[name] = UsageTrack(rss, at, rss, at, rss, cpu, cpu)
             else:
-                track.last, track.last_at, track.peak = rss, at, max(track.peak, rss)
+                track.last, track.last_at, track.peak, track.last_cpu = rss, at, max(track.peak, rss), cpu
                 track.samples += 1
