@@ -282,18 +282,18 @@ class Fleet:
 # ---- memory -------------------------------------------------------------------------------------------------------------------
 
 
-def tree_usage(pid: int, children: bool = True) -> tuple[int, float] | None:
-    """(RSS in bytes, CPU seconds user + system) of ``pid`` and (``children``) its live descendants (a prefork worker's
-    pool, PostgreSQL's backends); None if it is gone."""
+def tree_usage(pid: int, children: bool = True) -> tuple[int, dict[int, float]] | None:
+    """RSS in bytes of ``pid`` and (``children``) its live descendants (a prefork worker's pool, PostgreSQL's backends),
+    and the CPU seconds (user + system) each of those processes has used so far, by pid; None if it is gone."""
     try:
         root = psutil.Process(pid)
         if root.status() == psutil.STATUS_ZOMBIE:  # killed, not reaped yet
             return None
-        rss, cpu = root.memory_info().rss, sum(root.cpu_times()[:2])
+        rss, cpu = root.memory_info().rss, {pid: sum(root.cpu_times()[:2])}
         for child in root.children(recursive=True) if children else []:
             with contextlib.suppress(psutil.Error):
                 rss += child.memory_info().rss
-                cpu += sum(child.cpu_times()[:2])
+                cpu[child.pid] = sum(child.cpu_times()[:2])
         return rss, cpu
     except psutil.Error:
         return None
@@ -306,16 +306,15 @@ class UsageTrack:
     last: int
     last_at: float
     peak: int
-    first_cpu: float  # CPU seconds so far
-    last_cpu: float
+    cpu: dict[int, tuple[float, float]]  # pid -> CPU seconds at its first and its last sample (0 first: born since)
     samples: int = 1
 
     @property
     def cores(self) -> float:
-        """Average CPU use between the first and the last sample, in cores (a child that exited meanwhile is not
-        counted: a worker's pool processes and PostgreSQL's backends live as long as their parent here)."""
+        """Average CPU use between the first and the last sample, in cores. Children that came and went in between
+        (PostgreSQL's backends) count up to their last sample."""
         span = self.last_at - self.first_at
-        return max(0.0, self.last_cpu - self.first_cpu) / span if span > 0 else 0.0
+        return sum(last - first for first, last in self.cpu.values()) / span if span > 0 else 0.0
 
 
 @dataclass
@@ -333,7 +332,9 @@ class Usage:
             rss, cpu = usage
             track = self.tracks.get(name)
             if track is None:
-                self.tracks[name] = UsageTrack(rss, at, rss, at, rss, cpu, cpu)
+                self.tracks[name] = UsageTrack(rss, at, rss, at, rss, {p: (c, c) for p, c in cpu.items()})
             else:
-                track.last, track.last_at, track.peak, track.last_cpu = rss, at, max(track.peak, rss), cpu
+                track.last, track.last_at, track.peak = rss, at, max(track.peak, rss)
+                for p, c in cpu.items():
+                    track.cpu[p] = (track.cpu.get(p, (0.0, 0.0))[0], c)
                 track.samples += 1

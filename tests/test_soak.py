@@ -244,3 +244,26 @@ def test_a_short_soak_with_every_fault_loses_nothing_and_counts_nothing_twice(tm
     assert "**Result: PASS**" in text
     for fault in FAULTS:
         assert re.search(rf"^\| {fault} \| \d+ \| \d", text, re.M), f"the {fault} fault is not in the timeline"
+
+
+def test_a_process_trees_cpu_counts_children_that_exited_since() -> None:
+    """The soak's CPU column: a child's CPU time counts up to its last sample even once it is gone (PostgreSQL's
+    backends come and go; summing only the live tree at the end would lose theirs)."""
+    from bench.soak_infra import Usage
+
+    burn = ("import sys, time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+            "print('burned', flush=True)\nsys.stdin.read()")
+    usage = Usage()
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        usage.sample({"tree": (os.getpid(), True)}, time.monotonic())
+        assert child.stdout is not None and child.stdout.readline().strip() == "burned"
+        usage.sample({"tree": (os.getpid(), True)}, time.monotonic())
+    finally:
+        child.communicate("")
+    usage.sample({"tree": (os.getpid(), True)}, time.monotonic())
+    track = usage.tracks["tree"]
+    assert track.samples == 3 and child.pid in track.cpu
+    first, last = track.cpu[child.pid]
+    assert last - first >= 0.25  # its burn, most of it after the first sample
+    assert track.cores * (track.last_at - track.first_at) >= last - first

@@ -170,7 +170,7 @@ class DistributionService:
         self.locks = locks
         self.fanout = fanout
         self.chunk_size = chunk_size
-        self.stale_seconds = stale_seconds  # see _stale_or_raise
+        self.stale_seconds = stale_seconds  # see _stale
         # Both caches keep time.monotonic() of the database's answer.
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
         self._posts: dict[str, tuple[float, PostStatus]] = {}
