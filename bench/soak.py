@@ -113,6 +113,11 @@ class Options:
     keep_logs: Path | None
 
 
+TARGET_RATES = {"pages": 500, "beacons": 10_000, "heartbeats": 5_000}  # per second, from the issues
+CPU_SIDES = {"customer traffic": ("web", "tracking", "distribution", "consumer", "redis", "postgres"),
+             "campaigns": ("content", "worker", "beat", "moto"), "load generator": ("load generator",)}
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=(__doc__ or "").split("\n\n")[0])
     length = p.add_mutually_exclusive_group()
@@ -641,7 +646,8 @@ class Soak:
             ("Errors clients saw", report.error_lines(errors, self.opts.grace)),
             ("Fault timeline", report.timeline_lines(self.faults)),
             ("Tracking log backlog", report.backlog_lines(backlog, self.faults, load_seconds, SAMPLE_EVERY)),
-            ("Processes: memory (RSS) and CPU", report.usage_lines(self.usage.tracks, t0, SAMPLE_EVERY)),
+            ("Processes: memory (RSS) and CPU", [*report.usage_lines(self.usage.tracks, t0, SAMPLE_EVERY), "",
+                                                 *self.cost_lines()]),
             *([("Processes that exited on their own", exits)] if exits else []),
         ]
         return report.render("Soak: every process, under load, with faults", self.setup_lines(started_at, load_seconds, drain),
@@ -684,10 +690,31 @@ class Soak:
             lines.append(f"| {kind} | {len(took):,} | " + " | ".join(f"{1000 * percentile(took, q):,.1f} ms" for q in (50, 95, 99))
                          + f" | {1000 * took[-1]:,.0f} ms |")
         return [*lines, "",
-                "The issue's targets (5,000 heartbeats/s, 500 pages/s, 10,000 beacons/s) are for the services alone; here every "
+                "The issues' targets (5,000 heartbeats/s, 500 pages/s, 10,000 beacons/s) are for the services alone; here every "
                 "process, PostgreSQL, Redis, S3 and the load generator share the cores. Answer times are from the attempt that "
                 "got its answer (a retried request counts its last attempt), and include waiting in the load generator's own "
                 "event loop and threads."]
+
+    def cost_lines(self) -> list[str]:
+        """What the customer traffic cost in CPU, and that cost scaled to the issues' target rates."""
+        o = self.opts
+        sides: dict[str, float] = {}
+        for name, t in self.usage.tracks.items():
+            side = next((s for s, prefixes in CPU_SIDES.items() if name.startswith(prefixes)), "other")
+            sides[side] = sides.get(side, 0.0) + t.cores * (t.last_at - t.first_at)
+        tracks = self.usage.tracks.values()
+        span = max((t.last_at for t in tracks), default=0.0) - min((t.first_at for t in tracks), default=0.0)
+        if span <= 0:
+            return []
+        cores = {side: seconds / span for side, seconds in sides.items()}
+        scale = max(TARGET_RATES["pages"] / o.page_rate, TARGET_RATES["beacons"] / (o.page_rate * max(1, round(o.beacon_rate / o.page_rate))),
+                    TARGET_RATES["heartbeats"] / o.heartbeat_rate)
+        traffic = cores.get("customer traffic", 0.0)
+        return [f"Cores on average over the run: customer traffic (web edge, tracking, distribution, consumers, Redis, "
+                f"PostgreSQL) {traffic:.2f}; campaigns (content, workers, beat, S3) {cores.get('campaigns', 0.0):.2f}; the load "
+                f"generator {cores.get('load generator', 0.0):.2f}. The issues' targets (500 pages/s, 10,000 beacons/s, 5,000 "
+                f"heartbeats/s) are up to {scale:.3g}× these rates: at the same cost per request the customer traffic alone "
+                f"would take about {traffic * scale:.0f} cores, against {os.cpu_count()} here."]
 
     def close(self) -> None:
         for close in self._closing:

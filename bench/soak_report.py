@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -163,7 +164,7 @@ class ErrorRow:
     in_outage: int = 0
     first: float = float("inf")
     last: float = float("-inf")
-    outages: set[str] = field(default_factory=set)
+    outages: Counter[str] = field(default_factory=Counter)  # errors by the kind of outage they fell in
 
     @property
     def allowed(self) -> bool:
@@ -180,7 +181,7 @@ def classify_errors(errors: Iterable[ClientError], outages: list[Outage], grace:
         during = [o.kind for o in outages if o.start <= e.at <= o.end + grace]
         if during:
             row.in_outage += 1
-            row.outages.update(during)
+            row.outages.update(set(during))
     return sorted(rows.values(), key=lambda r: (r.allowed, r.source, r.code))
 
 
@@ -242,8 +243,10 @@ def campaign_lines(audits: list[tuple[int, CampaignAudit]]) -> list[str]:
 
 def error_lines(rows: list[ErrorRow], grace: float) -> list[str]:
     lines = ["| source | code | count | during an outage | first / last (s into the load) | allowed |", "|---|---|---:|---|---:|---|"]
-    lines += [f"| {r.source} | {r.code} | {r.count:,} | {r.in_outage:,} ({', '.join(sorted(r.outages)) or '—'}) | "
-              f"{r.first:.1f} / {r.last:.1f} | {'yes' if r.allowed else '**no**'} |" for r in rows]
+    for r in rows:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(r.outages.items())) or "—"
+        lines.append(f"| {r.source} | {r.code} | {r.count:,} | {r.in_outage:,} ({kinds}) | {r.first:.1f} / {r.last:.1f} | "
+                     f"{'yes' if r.allowed else '**no**'} |")
     if not rows:
         lines.append("| — | — | 0 | | | |")
     return [*lines, "", f"An error is during an outage from the moment Redis or PostgreSQL goes down until {grace:g} s after "

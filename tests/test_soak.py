@@ -103,7 +103,7 @@ def test_only_unavailable_during_an_outage_is_allowed() -> None:
               ClientError(41.0, "StartView", "UNAVAILABLE"), ClientError(30.0, "page", "HTTP 503"),  # outside
               ClientError(42.0, "RecordEngagement", "INTERNAL"), ClientError(43.0, "page", "HTTP 500")]
     rows = {(r.source, r.code): r for r in classify_errors(errors, outages, grace=10.0)}
-    assert rows["beacon", "HTTP 503"].allowed and rows["beacon", "HTTP 503"].outages == {"redis"}
+    assert rows["beacon", "HTTP 503"].allowed and rows["beacon", "HTTP 503"].outages == {"redis": 2}
     assert rows["StartView", "UNAVAILABLE"].allowed
     assert not rows["page", "HTTP 503"].allowed and rows["page", "HTTP 503"].in_outage == 0
     assert not rows["RecordEngagement", "INTERNAL"].allowed and not rows["page", "HTTP 500"].allowed
