@@ -257,6 +257,9 @@ class WebLoad:
         self.ledger = ledger
         self.errors = errors
         self.rng = random.Random(1)
+        # Links some reader opened: the services have served their copy, so it is cached (an outage of PostgreSQL
+        # should not stop them opening; errors on them are counted apart).
+        self.opened: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
         asyncio.run(self._main(stop))
@@ -293,8 +296,10 @@ class WebLoad:
         finally:
             await asyncio.gather(*(c.close() for c in clients))
 
-    async def _retrying(self, source: str, send: Callable[[], Any], stop: threading.Event, ok: int) -> Answer | None:
-        """Send until the answer is ``ok``; None once an answer says not to retry, or ``stop`` is set first."""
+    async def _retrying(self, source: str, send: Callable[[], Any], stop: threading.Event, ok: int,
+                        failed: Callable[[], str] | None = None) -> Answer | None:
+        """Send until the answer is ``ok``; None once an answer says not to retry, or ``stop`` is set first. Errors are
+        counted under ``failed()`` if given (at the time of each error), else under ``source``."""
         delay = BACKOFF[0]
         while True:
             try:
@@ -303,11 +308,11 @@ class WebLoad:
                 if answer.status == ok:
                     self.ledger.answered(source, time.perf_counter() - began)
                     return answer
-                self.errors.add(source, f"HTTP {answer.status}")
+                self.errors.add(failed() if failed else source, f"HTTP {answer.status}")
                 if answer.status not in RETRY_STATUS:
                     return None
             except (aiohttp.ClientError, TimeoutError) as err:
-                self.errors.add(source, err.__class__.__name__)
+                self.errors.add(failed() if failed else source, err.__class__.__name__)
             if stop.is_set():
                 return None
             await asyncio.sleep(delay * self.rng.uniform(0.5, 1.0))
@@ -315,9 +320,11 @@ class WebLoad:
 
     async def _reader(self, client: aiohttp.ClientSession, stop: threading.Event) -> None:
         token = self.tokens.pick(self.rng)
-        page = await self._retrying("page", lambda: self.fetch(client, "GET", f"/s/{token}"), stop, 200)
+        page = await self._retrying("page", lambda: self.fetch(client, "GET", f"/s/{token}"), stop, 200,
+                                    lambda: "page (link opened before)" if token in self.opened else "page")
         if page is None:
             return
+        self.opened.add(token)
         view, visitor = VIEW_RE.search(page.text), VISITOR_RE.search(page.set_cookie)
         if view is None or visitor is None:
             self.errors.add("page", "no view or visitor in the page")

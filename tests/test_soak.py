@@ -196,6 +196,41 @@ def test_readers_in_their_own_process_report_pages_beacons_answers_and_errors_to
     assert all(0 <= e.at <= clock.now() for e in errors.items)
 
 
+def test_page_errors_on_a_link_some_reader_opened_before_are_counted_apart() -> None:
+    """A link opened before has its copy cached by the services: during a PostgreSQL outage it should keep opening,
+    so the report counts its errors apart from those of links never opened."""
+    statuses = {"a": [200, 503, 200], "b": [503, 200]}
+
+    class Edge(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            status = statuses[self.path.rsplit("/", 1)[1]].pop(0)
+            body = b'<main data-view="views/v1">' if status == 200 else b""
+            self.send_response(status)
+            self.send_header("set-cookie", "co_vid=reader; Path=/")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    errors = Errors(Clock())
+
+    async def read(load: WebLoad, token: str) -> None:
+        load.tokens = TokenPool([token])
+        client = load.client(1)
+        await load._reader(client, threading.Event())
+        await client.close()
+
+    async def readers(load: WebLoad) -> None:
+        for token in ("a", "a", "b"):
+            await read(load, token)
+
+    with toy_edge(Edge) as url:
+        asyncio.run(readers(WebLoad(url, WebPlan(1, 0, 0.01), TokenPool(["a"]), Ledger(Clock()), errors)))
+    assert [(e.source, e.code) for e in errors.items] == [("page (link opened before)", "HTTP 503"), ("page", "HTTP 503")]
+    assert statuses == {"a": [], "b": []}
+
+
 # ---- the schedule ---------------------------------------------------------------------------------------------------------------
 
 
