@@ -7,6 +7,7 @@ Celery path is in test_distribution_celery.py).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from services.distribution import service as service_module
 from services.distribution.__main__ import build_server
 from services.distribution.app import DistributionApp, InProcessFanout
 from services.distribution.models import CopyRow
+from services.distribution.ready import ReadyCopies
 from services.distribution.service import Fanout
 from services.protos.contentops.content.v1 import content_pb2 as cpb
 from services.protos.contentops.distribution.v1 import distribution_pb2 as pb
@@ -407,16 +409,24 @@ def copy_image(dist: Dist, name: str, md: tuple[tuple[str, str], ...]) -> bytes:
     return b"".join(m.chunk for m in dist.stub.DownloadCopyImage(pb.DownloadCopyImageRequest(name=name), metadata=md))
 
 
-def test_shared_links_keep_opening_through_a_database_outage(dist: Dist, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the database is down, GetRepCopy and DownloadCopyImage answer from what the service read within
-    POST_STALE_SECONDS (a post's state) and while a copy's URLs stay valid (its view): a shared link keeps
-    opening. Only what was read before: anything else is UNAVAILABLE, and so is everything with
-    POST_STALE_SECONDS=0 or past it. An archive read before the outage still closes the link."""
-    (rep, md), (other, other_md), (gone, gone_md) = dist.rep("小李"), dist.rep("小赵"), dist.rep("小钱")
-    post, archived = dist.publish(images=2), dist.publish(images=1)
+@pytest.mark.parametrize("held", [True, False], ids=["ready-copies-held", "views-only"])
+def test_shared_links_keep_opening_through_a_database_outage(dist: Dist, monkeypatch: pytest.MonkeyPatch, held: bool) -> None:
+    """While the database is down, GetRepCopy and DownloadCopyImage answer from what the service read before: a post's
+    state read within POST_STALE_SECONDS, and the copy itself. With the campaign's ready copies held (ReadyCopies: loaded
+    in the background once the post gets traffic), every ready copy opens, also one nobody opened before. Without them
+    (a budget of 0), only copies served before open (their cached views, while the URLs stay valid). A copy planned on
+    demand (a rep who joined later) needs the database: UNAVAILABLE; so is everything with POST_STALE_SECONDS=0 or past
+    it. An archive read before the outage still closes the link."""
     service = dist.app.service
+    if not held:
+        monkeypatch.setattr(service, "ready", ReadyCopies(budget=0))
+    (rep, md), (other, _), (gone, gone_md) = dist.rep("小李"), dist.rep("小赵"), dist.rep("小钱")
+    post, archived = dist.publish(images=2), dist.publish(images=1)
     copy = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md)
     image = copy_image(dist, copy.images[1].name, md)
+    service.wait_ready_loaded()
+    assert service.ready.size == (3 if held else 0)  # every ready copy of the post read: 小李's, 小赵's and 小钱's
+    late, late_md = dist.rep("小孙")  # targeted (every team), its copy planned when first asked for
     dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=archived, rep=gone.name), metadata=gone_md)
     dist.harness.content.ArchivePost(cpb.ArchivePostRequest(name=archived), metadata=dist.editor)  # type: ignore[attr-defined]
     assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=archived, rep=gone.name),
@@ -428,18 +438,29 @@ def test_shared_links_keep_opening_through_a_database_outage(dist: Dist, monkeyp
     up, down = service.db, Database(f"postgresql+psycopg://127.0.0.1:{infra.free_port()}/test", pool_size=1)
     monkeypatch.setattr(service, "db", down)
     monkeypatch.setattr(dist.app.identity, "db", down)  # the callers' tokens: accepted within AUTH_STALE_SECONDS
+    other_image = copy.images[1].name.replace(f"/copies/{rep.name.removeprefix('reps/')}/",
+                                              f"/copies/{other.name.removeprefix('reps/')}/")
+    assert other_image != copy.images[1].name
     try:
         again = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=rep.name), metadata=md)
         assert again == copy
         assert copy_image(dist, copy.images[1].name, md) == image
         assert {what: stale_reads(what) - before[what] for what in before} == {
-            "post_status": 1, "copy_view": 1, "copy_image": 1}
+            "post_status": 1, "copy_view": 0 if held else 1, "copy_image": 1}  # held: the copy is not stale, just kept
         assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=archived, rep=gone.name),
                        metadata=gone_md) == grpc.StatusCode.FAILED_PRECONDITION  # still archived
-        assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=other.name),
-                       metadata=other_md) == grpc.StatusCode.UNAVAILABLE  # never read: the outage shows
-        assert code_of(copy_image, dist, copy.images[1].name.replace(rep.name, other.name),
-                       other_md) == grpc.StatusCode.UNAVAILABLE
+        if held:  # never opened before, and it opens (asked by the admin, whose token the service has verified, as
+            # the web edge's machine token is on a customer's page; 小赵's own token it never saw)
+            other_bytes = copy_image(dist, other_image, dist.admin)  # first, as another replica may be asked for it
+            first = dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=other.name), metadata=dist.admin)
+            assert first.text.endswith("—— 小赵｜徐汇店") and len(first.images) == 2
+            assert first.images[1].name == other_image and hashlib.sha256(other_bytes).hexdigest() == first.images[1].sha256
+        else:  # never read: the outage shows
+            assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=other.name),
+                           metadata=dist.admin) == grpc.StatusCode.UNAVAILABLE
+            assert code_of(copy_image, dist, other_image, dist.admin) == grpc.StatusCode.UNAVAILABLE
+        assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=late.name),
+                       metadata=dist.admin) == grpc.StatusCode.UNAVAILABLE  # its copy is not even planned yet
         assert code_of(copy_image, dist, copy.images[1].name.replace("/images/1", "/images/2"),
                        md) == grpc.StatusCode.NOT_FOUND  # the cached copy has two images
 
@@ -448,14 +469,14 @@ def test_shared_links_keep_opening_through_a_database_outage(dist: Dist, monkeyp
                      lambda: copy_image(dist, copy.images[1].name, md)):
             assert code_of(call) == grpc.StatusCode.UNAVAILABLE
         monkeypatch.setattr(service, "stale_seconds", 0.05)
-        time.sleep(0.1)  # the post's state is now older than the window; the view alone does not serve the page
+        time.sleep(0.1)  # the post's state is now older than the window; the copy alone does not serve the page
         assert code_of(dist.stub.GetRepCopy, pb.GetRepCopyRequest(post=post, rep=rep.name),
                        metadata=md) == grpc.StatusCode.UNAVAILABLE
     finally:
         down.dispose()
     monkeypatch.setattr(service, "db", up)
     monkeypatch.setattr(dist.app.identity, "db", up)
-    assert dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=other.name), metadata=other_md).text
+    assert dist.stub.GetRepCopy(pb.GetRepCopyRequest(post=post, rep=late.name), metadata=late_md).text
 
 
 def test_a_published_post_whose_campaign_is_not_planned_yet_is_unavailable(lazy: Dist) -> None:

@@ -110,6 +110,7 @@ class DistributionApp:
     def close(self) -> None:
         if isinstance(self.fanout, InProcessFanout):
             self.fanout.close()
+        self.service.close()
         self.db.dispose()
 
 

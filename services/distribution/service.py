@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -48,6 +49,7 @@ from .domain.images import Variant
 from .domain.reps import Rep, Team, validate_rep_fields, validate_team_name
 from .locks import RenderLocks
 from .models import CampaignRow, CopyRow, PostRow, RepRow, TeamRow, VariantRow
+from .ready import ReadyCopies, ReadyCopy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +61,7 @@ VIEW_CACHE_SIZE = 50_000
 ORIGINALS_CACHE_BYTES = 256 * 1024 * 1024
 POST_CACHE_SECONDS = 1.0  # how stale "which revision is live" may be on the GetRepCopy hot path
 POST_CACHE_SIZE = 100_000
+READY_LOAD_CHUNK = 1_000  # copies per query when loading a campaign's ready copies
 LOCK_WAIT_SECONDS = 30.0
 REPORT_SAMPLE = 200  # copies compared pairwise in a distinctness report
 SSIM_SAMPLE = 12  # copies whose images are re-checked for fidelity in a report
@@ -175,6 +178,9 @@ class DistributionService:
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
         self._posts: dict[str, tuple[float, PostStatus]] = {}
         self._stale_warning = Throttle(10.0)
+        self.ready = ReadyCopies()  # live campaigns' ready copies: a page's first open needs no query (ready.py)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-copies")
+        self._loads: set[Future[None]] = set()
         self._views_lock = threading.Lock()
         self._originals: OrderedDict[str, bytes] = OrderedDict()
         self._originals_bytes = 0
@@ -585,7 +591,41 @@ class DistributionService:
             if len(self._posts) > POST_CACHE_SIZE:
                 self._posts.clear()
             self._posts[post_id] = (now, status)
+        if status.campaign_id is not None and status.revision is not None and \
+                self.ready.due(status.campaign_id, post_id, status.revision):
+            load = self._loader.submit(self._load_ready, status.campaign_id)
+            with self._views_lock:
+                self._loads.add(load)
+            load.add_done_callback(self._loads.discard)
         return status
+
+    def _load_ready(self, campaign_id: str) -> None:
+        """Load the campaign's ready copies not held yet (in the background: see ReadyCopies)."""
+        try:
+            with self.db.read() as s:
+                # Pending first: a copy that turns ready in between is then still counted as pending.
+                pending = s.scalar(select(func.count()).select_from(CopyRow).where(CopyRow.campaign_id == campaign_id,
+                                                                                CopyRow.state == "pending"))
+                ready = set(s.scalars(select(CopyRow.rep_id).where(CopyRow.campaign_id == campaign_id,
+                                                                   CopyRow.state == "ready")))
+                missing = sorted(ready - self.ready.known(campaign_id))
+                for i in range(0, len(missing), READY_LOAD_CHUNK):
+                    rows = s.execute(select(CopyRow.rep_id, CopyRow.text, CopyRow.images, CopyRow.share_token,
+                                            CopyRow.render_time)
+                                     .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(missing[i:i + READY_LOAD_CHUNK])))
+                    self.ready.add(campaign_id, (ReadyCopy(*row) for row in rows), complete=False)
+            self.ready.add(campaign_id, (), complete=pending == 0)
+        except Exception:  # noqa: BLE001 - a background load: the next one (RELOAD_SECONDS on) tries again
+            log.warning("could not load the ready copies of campaign %s", campaign_id, exc_info=True)
+
+    def wait_ready_loaded(self, timeout: float = 30.0) -> None:
+        """Until the background loads of ready copies queued so far are done (tests, the demo)."""
+        with self._views_lock:
+            loads = set(self._loads)
+        wait(loads, timeout)
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=True, cancel_futures=True)
 
     def _stale(self, what: str, cached: tuple[float, T] | None, now: float, window: float) -> T | None:
         """While the database is unavailable: a cached answer read within ``window``, if ``stale_seconds`` allows
@@ -692,6 +732,14 @@ class DistributionService:
             cached = self._views.get(key)
         if cached is not None and now - cached[0] < VIEW_CACHE_SECONDS:
             return cached[1]
+        held = self.ready.get(campaign_id, rep_id)
+        if held is not None:
+            view = self._build_view(*held)
+            with self._views_lock:
+                if len(self._views) > VIEW_CACHE_SIZE:
+                    self._views.clear()
+                self._views[key] = (now, view)
+            return view
         try:
             with self.db.read() as s:
                 copy = s.get(CopyRow, key)
@@ -719,9 +767,11 @@ class DistributionService:
             if status is None or status[1].revision != revision or status[1].campaign_id is None:
                 return None
             cached = self._views.get((status[1].campaign_id, rep_id))
+        if cached is None and (held := self.ready.get(status[1].campaign_id, rep_id)) is not None:
+            cached = (time.monotonic(), self._build_view(*held))
         return self._stale("copy_image", cached, time.monotonic(), float("inf"))
 
-    def _build_view(self, post_id: str, revision: int, copy: CopyRow) -> CopyView:
+    def _build_view(self, post_id: str, revision: int, copy: CopyRow | ReadyCopy) -> CopyView:
         images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
                                 self.blobs.url(im["key"], URL_LIFETIME)) for i, im in enumerate(copy.images or [])]
         return CopyView(post_id, revision, copy.rep_id, copy.text or "", images, copy.share_token or "",
