@@ -734,12 +734,7 @@ class DistributionService:
             return cached[1]
         held = self.ready.get(campaign_id, rep_id)
         if held is not None:
-            view = self._build_view(*held)
-            with self._views_lock:
-                if len(self._views) > VIEW_CACHE_SIZE:
-                    self._views.clear()
-                self._views[key] = (now, view)
-            return view
+            return self._keep_view(key, now, self._build_view(*held))
         try:
             with self.db.read() as s:
                 copy = s.get(CopyRow, key)
@@ -753,6 +748,9 @@ class DistributionService:
             if stale is None:
                 raise
             return stale
+        return self._keep_view(key, now, view)
+
+    def _keep_view(self, key: tuple[str, str], now: float, view: CopyView) -> CopyView:
         with self._views_lock:
             if len(self._views) > VIEW_CACHE_SIZE:
                 self._views.clear()
