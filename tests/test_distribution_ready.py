@@ -38,3 +38,12 @@ def test_the_budget_drops_the_campaign_loaded_longest_ago_and_never_the_one_load
     ready.add("new", copies("d", "e", "f", "g"), complete=True)  # "mid" goes; then "new" alone fills the budget
     assert (ready.known("mid"), ready.known("new"), ready.size) == (set(), {"a", "b", "c", "d", "e"}, 5)
     assert ready.get("new", "f") is None  # read from the database instead
+
+
+def test_campaigns_holding_nothing_do_not_let_the_budget_overflow() -> None:
+    ready = ReadyCopies(budget=2, reload_seconds=0)
+    for campaign in ("quiet-1", "quiet-2", "busy"):  # the quiet ones got traffic, nothing was ready yet
+        assert ready.due(campaign, f"post-{campaign}", 1)
+    ready.add("busy", copies("a", "b", "c"), complete=True)
+    assert ready.size == 2 and ready.known("busy") == {"a", "b"}
+

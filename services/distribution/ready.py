@@ -80,8 +80,9 @@ class ReadyCopies:
             for copy in copies:
                 if copy.rep_id in campaign.copies:
                     continue
-                if self._size >= self.budget and not self._evict_other_than(campaign_id):
-                    return  # this campaign alone fills the budget: the rest is read from the database (and reloaded)
+                while self._size >= self.budget:
+                    if not self._evict_other_than(campaign_id):
+                        return  # this campaign alone fills the budget: the rest is read from the database (and reloaded)
                 campaign.copies[copy.rep_id] = copy
                 self._size += 1
             campaign.complete = complete

@@ -613,7 +613,7 @@ class DistributionService:
                     rows = s.execute(select(CopyRow.rep_id, CopyRow.text, CopyRow.images, CopyRow.share_token,
                                             CopyRow.render_time)
                                      .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(missing[i:i + READY_LOAD_CHUNK])))
-                    self.ready.add(campaign_id, (ReadyCopy(*row) for row in rows), complete=False)
+                    self.ready.add(campaign_id, [ReadyCopy(*row) for row in rows], complete=False)  # read, then lock
             self.ready.add(campaign_id, (), complete=pending == 0)
         except Exception:  # noqa: BLE001 - a background load: the next one (RELOAD_SECONDS on) tries again
             log.warning("could not load the ready copies of campaign %s", campaign_id, exc_info=True)
