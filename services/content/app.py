@@ -40,7 +40,7 @@ class ContentApp:
                 events = CeleryEvents(make_celery(settings))
         service = ContentService(db, blobs, events, max_asset_bytes=settings.max_asset_bytes,
                                  max_image_pixels=settings.max_image_pixels)
-        return cls(settings, db, blobs, events, IdentityStore(db, settings.auth_cache_seconds, settings.auth_stale_seconds), service,
+        return cls(settings, db, blobs, events, IdentityStore.from_settings(db, settings), service,
                    PageTokens(settings.secret_key))
 
     def close(self) -> None:

@@ -98,7 +98,7 @@ class DistributionApp:
                 fanout = CeleryFanout(make_celery(settings))
         if locks is None:
             locks = LocalLocks() if settings.embedded_tasks else RedisLocks(settings.redis_url)
-        identity = IdentityStore(db, settings.auth_cache_seconds, settings.auth_stale_seconds)
+        identity = IdentityStore.from_settings(db, settings)
         service = DistributionService(db, blobs, identity, ShareTokens(list(settings.share_token_keys)), locks,
                                       fanout, settings.campaign_chunk_size, settings.post_stale_seconds)
         if isinstance(fanout, InProcessFanout):

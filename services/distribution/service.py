@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -179,8 +179,7 @@ class DistributionService:
         self._posts: dict[str, tuple[float, PostStatus]] = {}
         self._stale_warning = Throttle(10.0)
         self.ready = ReadyCopies()  # live campaigns' ready copies: a page's first open needs no query (ready.py)
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-copies")
-        self._loads: set[Future[None]] = set()
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-copies")  # one load at a time, in order
         self._views_lock = threading.Lock()
         self._originals: OrderedDict[str, bytes] = OrderedDict()
         self._originals_bytes = 0
@@ -593,10 +592,7 @@ class DistributionService:
             self._posts[post_id] = (now, status)
         if status.campaign_id is not None and status.revision is not None and \
                 self.ready.due(status.campaign_id, post_id, status.revision):
-            load = self._loader.submit(self._load_ready, status.campaign_id)
-            with self._views_lock:
-                self._loads.add(load)
-            load.add_done_callback(self._loads.discard)
+            self._loader.submit(self._load_ready, status.campaign_id)
         return status
 
     def _load_ready(self, campaign_id: str) -> None:
@@ -619,10 +615,9 @@ class DistributionService:
             log.warning("could not load the ready copies of campaign %s", campaign_id, exc_info=True)
 
     def wait_ready_loaded(self, timeout: float = 30.0) -> None:
-        """Until the background loads of ready copies queued so far are done (tests, the demo)."""
-        with self._views_lock:
-            loads = set(self._loads)
-        wait(loads, timeout)
+        """Until the background loads of ready copies queued so far are done (tests): the loader runs one job at a
+        time in order, so a no-op queued now ends after them."""
+        self._loader.submit(lambda: None).result(timeout)
 
     def close(self) -> None:
         self._loader.shutdown(wait=True, cancel_futures=True)
@@ -757,17 +752,22 @@ class DistributionService:
             self._views[key] = (now, view)
         return view
 
-    def _cached_view(self, post_id: str, revision: int, rep_id: str) -> CopyView | None:
-        """During an outage: the cached view of the rep's copy of the post's live revision, however old (the image keys
-        in it never change), if ``stale_seconds`` allows staleness at all."""
+    def _cached_image_keys(self, post_id: str, revision: int, rep_id: str) -> list[str] | None:
+        """During an outage: the blob keys of the rep's copy of the post's live revision, from its cached view or the
+        held copy, however old (they never change), if ``stale_seconds`` allows staleness at all."""
         with self._views_lock:
             status = self._posts.get(post_id)
             if status is None or status[1].revision != revision or status[1].campaign_id is None:
                 return None
             cached = self._views.get((status[1].campaign_id, rep_id))
-        if cached is None and (held := self.ready.get(status[1].campaign_id, rep_id)) is not None:
-            cached = (time.monotonic(), self._build_view(*held))
-        return self._stale("copy_image", cached, time.monotonic(), float("inf"))
+        now = time.monotonic()
+        if cached is not None:
+            keys = (cached[0], [image.blob_key for image in cached[1].images])
+        elif (held := self.ready.get(status[1].campaign_id, rep_id)) is not None:
+            keys = (now, [image["key"] for image in held[2].images or []])
+        else:
+            return None
+        return self._stale("copy_image", keys, now, float("inf"))
 
     def _build_view(self, post_id: str, revision: int, copy: CopyRow | ReadyCopy) -> CopyView:
         images = [CopyImageView(i, im["key"], im["sha256"], im["width"], im["height"], im["mime_type"],
@@ -795,12 +795,12 @@ class DistributionService:
                     raise missing
                 key = copy.images[index]["key"]  # type: ignore[index]
         except Unavailable:
-            view = self._cached_view(post_id, revision, rep_id)
-            if view is None:
+            keys = self._cached_image_keys(post_id, revision, rep_id)
+            if keys is None:
                 raise
-            if not 0 <= index < len(view.images):
+            if not 0 <= index < len(keys):
                 raise missing from None
-            key = view.images[index].blob_key
+            key = keys[index]
         try:
             return self.blobs.open(key)
         except BlobNotFound:

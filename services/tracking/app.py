@@ -66,7 +66,7 @@ class TrackingApp:
                         token_max_age_s=settings.tracking_token_max_age_days * 86_400)
         service = TrackingService(db, aggregator, share_tokens, event_log, tz=settings.tracking_timezone,
                                   half_life=half_life)
-        app = cls(settings, db, IdentityStore(db, settings.auth_cache_seconds, settings.auth_stale_seconds), event_log, aggregator, hub, ingest,
+        app = cls(settings, db, IdentityStore.from_settings(db, settings), event_log, aggregator, hub, ingest,
                   service, PageTokens(settings.secret_key), limiter)
         if settings.embedded_tasks if consume_in_process is None else consume_in_process:
             app.start_consumer("in-process")

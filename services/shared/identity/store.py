@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -27,6 +28,9 @@ from ..logs import Throttle
 from ..metrics import STALE_AUTH
 from .domain import IssuedToken, Principal, Role, issue_token, secret_matches
 from .models import TokenRow, UserRow
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ class IdentityStore:
         self._cache: dict[str, _Verified] = {}
         self._lock = threading.Lock()
         self._stale_warning = Throttle(10.0)  # every call during an outage is stale: the metric counts them
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings) -> IdentityStore:
+        """A service's token check: AUTH_CACHE_SECONDS and AUTH_STALE_SECONDS."""
+        return cls(db, settings.auth_cache_seconds, settings.auth_stale_seconds)
 
     def create_user(self, display_name: str, role: Role, rep: str = "", team: str = "") -> tuple[Principal, TokenInfo, str]:
         now = datetime.now(UTC)
