@@ -646,7 +646,7 @@ class Soak:
             ("Errors clients saw", report.error_lines(errors, self.opts.grace)),
             ("Fault timeline", report.timeline_lines(self.faults)),
             ("Tracking log backlog", report.backlog_lines(backlog, self.faults, load_seconds, SAMPLE_EVERY)),
-            ("Processes: memory (RSS) and CPU", [*report.usage_lines(self.usage.tracks, t0, SAMPLE_EVERY), "",
+            ("Processes: memory (RSS) and CPU", [*report.usage_lines(self.usage, t0, SAMPLE_EVERY), "",
                                                  *self.cost_lines()]),
             *([("Processes that exited on their own", exits)] if exits else []),
         ]
@@ -698,21 +698,15 @@ class Soak:
     def cost_lines(self) -> list[str]:
         """What the customer traffic cost in CPU, and that cost scaled to the issues' target rates."""
         o = self.opts
-        sides: dict[str, float] = {}
-        for name, t in self.usage.tracks.items():
-            side = next((s for s, prefixes in CPU_SIDES.items() if name.startswith(prefixes)), "other")
-            sides[side] = sides.get(side, 0.0) + t.cores * (t.last_at - t.first_at)
-        tracks = self.usage.tracks.values()
-        span = max((t.last_at for t in tracks), default=0.0) - min((t.first_at for t in tracks), default=0.0)
-        if span <= 0:
+        if not self.usage.tracks:
             return []
-        cores = {side: seconds / span for side, seconds in sides.items()}
+        cores = {side: self.usage.cores(lambda name, p=prefixes: name.startswith(p)) for side, prefixes in CPU_SIDES.items()}
         scale = max(TARGET_RATES["pages"] / o.page_rate, TARGET_RATES["beacons"] / (o.page_rate * max(1, round(o.beacon_rate / o.page_rate))),
                     TARGET_RATES["heartbeats"] / o.heartbeat_rate)
-        traffic = cores.get("customer traffic", 0.0)
+        traffic = cores["customer traffic"]
         return [f"Cores on average over the run: customer traffic (web edge, tracking, distribution, consumers, Redis, "
-                f"PostgreSQL) {traffic:.2f}; campaigns (content, workers, beat, S3) {cores.get('campaigns', 0.0):.2f}; the load "
-                f"generator {cores.get('load generator', 0.0):.2f}. The issues' targets (500 pages/s, 10,000 beacons/s, 5,000 "
+                f"PostgreSQL) {traffic:.2f}; campaigns (content, workers, beat, S3) {cores['campaigns']:.2f}; the load "
+                f"generator {cores['load generator']:.2f}. The issues' targets (500 pages/s, 10,000 beacons/s, 5,000 "
                 f"heartbeats/s) are up to {scale:.3g}× these rates: at the same cost per request the customer traffic alone "
                 f"would take about {traffic * scale:.0f} cores, against {os.cpu_count()} here."]
 

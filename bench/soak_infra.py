@@ -310,11 +310,16 @@ class UsageTrack:
     samples: int = 1
 
     @property
+    def cpu_seconds(self) -> float:
+        """CPU used between the first and the last sample. Children that came and went in between (PostgreSQL's
+        backends) count up to their last sample."""
+        return sum(last - first for first, last in self.cpu.values())
+
+    @property
     def cores(self) -> float:
-        """Average CPU use between the first and the last sample, in cores. Children that came and went in between
-        (PostgreSQL's backends) count up to their last sample."""
+        """Average CPU use between the first and the last sample, in cores."""
         span = self.last_at - self.first_at
-        return sum(last - first for first, last in self.cpu.values()) / span if span > 0 else 0.0
+        return self.cpu_seconds / span if span > 0 else 0.0
 
 
 @dataclass
@@ -322,6 +327,12 @@ class Usage:
     """RSS and CPU time of every process by instance name, sampled: the first and last samples and the peak RSS."""
 
     tracks: dict[str, UsageTrack] = field(default_factory=dict)
+
+    def cores(self, names: Callable[[str], bool] = lambda _: True) -> float:
+        """Average CPU use of the processes ``names`` accepts, in cores, over the whole time any process was sampled."""
+        tracks = self.tracks.values()
+        span = max((t.last_at for t in tracks), default=0.0) - min((t.first_at for t in tracks), default=0.0)
+        return sum(t.cpu_seconds for name, t in self.tracks.items() if names(name)) / span if span > 0 else 0.0
 
     def sample(self, pids: dict[str, tuple[int, bool]], at: float) -> None:
         """``pids``: name -> (pid, whether to count its children)."""

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .soak_infra import UsageTrack
+from .soak_infra import Usage
 from .soak_load import ClientError, ViewLedger
 
 ALLOWED_IN_OUTAGE = frozenset({"UNAVAILABLE", "HTTP 503"})
@@ -276,20 +276,18 @@ def backlog_lines(samples: list[tuple[float, int]], faults: list[Fault], load_se
                         "RecordEngagement message and per write of the edge's beacon micro-batches."]
 
 
-def usage_lines(tracks: Mapping[str, UsageTrack], t0: float, every: float) -> list[str]:
+def usage_lines(usage: Usage, t0: float, every: float) -> list[str]:
     """One row per process; times in seconds from ``t0`` (monotonic: the start of the load)."""
     lines = ["| process | start MB | peak MB | end MB | end − start MB | CPU (cores) | samples |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, t in sorted(tracks.items()):
+    for name, t in sorted(usage.tracks.items()):
         lines.append(f"| {name} | {t.first / MB:.0f} (at {t.first_at - t0:.0f} s) | {t.peak / MB:.0f} | {t.last / MB:.0f} "
                      f"(at {t.last_at - t0:.0f} s) | {(t.last - t.first) / MB:+.0f} | {t.cores:.2f} | {t.samples} |")
-    total = sum(t.cores * (t.last_at - t.first_at) for t in tracks.values())
-    span = max((t.last_at for t in tracks.values()), default=t0) - min((t.first_at for t in tracks.values()), default=t0)
     return [*lines, "", f"RSS every {every:g} s from when the process was up to the end of the drain; a process with its "
                         "children (a worker's pool process; PostgreSQL's backends, each counting the shared buffers it "
                         "touched). moto keeps every object in memory, and the load generator every acknowledgement. "
                         "CPU: user + system seconds between a process's first and last sample over that time; "
-                        f"all processes together {total / span if span > 0 else 0:.2f} cores on average."]
+                        f"all processes together {usage.cores():.2f} cores on average."]
 
 
 def render(title: str, setup: list[str], checks: list[Check], sections: list[tuple[str, list[str]]]) -> str:
