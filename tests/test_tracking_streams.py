@@ -13,7 +13,7 @@ The shared contract runs on both logs (``memory``, the embedded default, and
   matching entries from every partition and the dead letters.
 Redis only: a SIGKILLed consumer process, a Redis crash and restart on AOF with
 appendfsync always (entries and pending list intact), a consumer riding out a Redis
-outage, the group created idempotently, Redis down -> Unavailable.
+outage, the group created idempotently, Redis down -> Unavailable, the lag counted\nright after Redis 7.0's AOF replay forgot reads.
 """
 
 from __future__ import annotations
@@ -561,6 +561,54 @@ def test_entries_and_the_pending_list_survive_a_redis_crash_and_restart(tmp_path
             assert [(e.id, e.payload) for e in log.read("c2", count=10)] == [(ids[2], b"c"), (ids[3], b"d")]
         finally:
             log.close()
+
+
+def _group_lag(client: redis.Redis, key: str) -> int | None:
+    """Redis's own lag counter (XINFO GROUPS), None when it cannot tell."""
+    (group,) = client.xinfo_groups(key)
+    return None if group["lag"] is None else int(group["lag"])
+
+
+@pytest.mark.slow
+def test_lag_stays_true_after_a_restart_replays_reads_made_since_the_aof_rewrite(tmp_path: Path) -> None:
+    with own_redis(tmp_path) as (url, proc):
+        log = RedisEventLog.from_url(url)
+        log.append([str(i).encode() for i in range(6)], partition=0)
+        log.ack(log.read("c1", count=2))
+        log.client.bgrewriteaof()  # the group and its read counter go into the AOF's base
+        _wait_for(lambda: not int(log.client.info("persistence")["aof_rewrite_in_progress"])
+                  and not int(log.client.info("persistence")["aof_rewrite_scheduled"]))
+        log.ack(log.read("c1", count=2))  # logged as XCLAIM ... LASTID only: no read counter in the AOF
+        assert log.stats().lag == 2
+        log.close()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with own_redis(tmp_path) as (url, _):
+        log = RedisEventLog.from_url(url)
+        try:
+            key = log.keys[0]
+            if tuple(int(x) for x in log.client.info("server")["redis_version"].split(".")[:2]) == (7, 0):
+                assert _group_lag(log.client, key) == 4  # the Redis 7.0 replay this works around: 2 reads forgotten
+            assert log.stats().lag == 2
+            assert _group_lag(log.client, key) == 2  # set right in Redis too, for anyone else reading XINFO
+            log.append([b"6"], partition=0)
+            assert payloads(log.read("c2", count=1)) == [b"4"]
+            assert (log.stats().lag, _group_lag(log.client, key)) == (2, 2)
+        finally:
+            log.close()
+
+
+@pytest.mark.parametrize("limit", [3, 10_000])
+def test_a_backlog_past_the_count_limit_is_counted_on_or_taken_from_redis(redis_client: redis.Redis, limit: int,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("services.tracking.streams.LAG_COUNT_LIMIT", limit)
+    log = RedisEventLog(redis_client, prefix=f"test:{uuid.uuid4().hex[:12]}")
+    log.append([str(i).encode() for i in range(12)], partition=0)
+    log.ack(log.read("c1", count=2))
+    assert log.stats().lag == 10  # Redis's counter, or counted when under the limit
+    log.delete_where(lambda payload: payload == b"5")  # a hole in the unread range: Redis keeps no counter
+    assert _group_lag(redis_client, log.keys[0]) is None
+    assert log.stats().lag == 9  # counted in calls of at most ``limit`` entries
 
 
 @pytest.mark.slow

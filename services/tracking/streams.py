@@ -38,6 +38,16 @@ Lua script per stream: XGROUP DELCONSUMER drops a consumer's pending entries wit
 it, so a consumer that read entries between a check and a delete would lose them
 for good. A consumer removed while alive is simply re-created by its next read.
 
+``stats`` counts the entries no consumer has been handed yet (lag) itself, in one Lua script
+per stream, up to ``LAG_COUNT_LIMIT``. Redis's own counter (XINFO GROUPS lag) goes wrong on
+Redis 7.0 after a restart: XREADGROUP writes only XCLAIM ... LASTID to the AOF, which moves
+the group's last-delivered id on replay but not its read counter, so every entry read since
+the last AOF rewrite stays counted as unread for good (and an XDEL in the unread range also
+leaves it counted). When the count disagrees with the counter, the script sets the counter
+right (XGROUP SETID at the same id with ENTRIESREAD), in the same script so no read slips in
+between. A backlog past the limit is reported from the counter if Redis has one, else
+counted on in further bounded calls.
+
 ``delete_where`` serves privacy erasure: it scans every partition and the
 dead-letter stream with XRANGE in pages and XDELs (and XACKs) matching entries.
 
@@ -68,6 +78,7 @@ DEFAULT_MAX_DELIVERIES = 5
 MAX_BLOCK_MS = 5000  # XREADGROUP BLOCK stays well under the client's socket timeout
 SOCKET_TIMEOUT_S = 10.0
 PAGE = 500  # XRANGE page for delete_where and lag counting
+LAG_COUNT_LIMIT = 10_000  # entries ``stats`` counts per stream in one script call: it blocks Redis ~8 ms at 10,000
 FORGET_AFTER_MS = 3_600_000  # consumers idle this long with nothing pending leave the group
 
 # KEYS[1] a stream; ARGV: group, min idle ms, only this consumer ("": any). Redis runs a script alone, so the
@@ -83,6 +94,55 @@ for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   end
 end
 return gone
+"""
+
+# Count the entries after ARGV[1] (an exclusive start, "(id"), at most ARGV[2], in XRANGE pages of ARGV[3]:
+# returns the count and where to go on from, or '' when the stream ended first.
+_COUNT_AFTER_FN = """
+local function count_after(key, start, limit, page)
+  local n = 0
+  while n < limit do
+    local want = math.min(page, limit - n)
+    local items = redis.call('XRANGE', key, start, '+', 'COUNT', want)
+    n = n + #items
+    if #items < want then return n, '' end
+    start = '(' .. items[#items][1]
+  end
+  return n, start
+end
+"""
+
+_COUNT_AFTER = _COUNT_AFTER_FN + """
+local n, cursor = count_after(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {n, cursor}
+"""
+
+# One partition's {length, pending, lag, cursor, repaired} for group ARGV[1]; see the module docstring. A cursor
+# means Redis keeps no counter and more than ARGV[2] entries are unread: the caller counts on from it.
+_GROUP_STATS = _COUNT_AFTER_FN + """
+local length = redis.call('XLEN', KEYS[1])
+local group
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local field = {}
+  for i = 1, #g, 2 do field[g[i]] = g[i + 1] end
+  if field['name'] == ARGV[1] then group = field end
+end
+if not group then return {length, 0, 0, '', 0} end
+local counter = group['lag']  -- false when Redis cannot tell
+if counter == 0 then return {length, group['pending'], 0, '', 0} end  -- a stale counter only ever over-counts
+local n, cursor = count_after(KEYS[1], '(' .. group['last-delivered-id'], tonumber(ARGV[2]), tonumber(ARGV[3]))
+if cursor ~= '' then
+  if counter then return {length, group['pending'], math.max(counter, n), '', 0} end
+  return {length, group['pending'], n, cursor, 0}
+end
+if counter and counter ~= n then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local added
+  for i = 1, #info, 2 do if info[i] == 'entries-added' then added = info[i + 1] end end
+  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], group['last-delivered-id'], 'ENTRIESREAD', added - n)
+  return {length, group['pending'], n, '', 1}
+end
+return {length, group['pending'], n, '', 0}
 """
 
 T = TypeVar("T")
@@ -233,6 +293,8 @@ class RedisEventLog:
         self._groups_ready = False
         self._cursors: dict[int, bytes | str] = {}  # XAUTOCLAIM cursor per partition
         self._forget = client.register_script(_FORGET_CONSUMERS)
+        self._group_stats = client.register_script(_GROUP_STATS)
+        self._count_after = client.register_script(_COUNT_AFTER)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisEventLog:
@@ -355,41 +417,22 @@ class RedisEventLog:
         def run() -> LogStats:
             pipe = self.client.pipeline(transaction=False)
             for key in self.keys:
-                pipe.xlen(key)
-                pipe.xinfo_groups(key)
+                self._group_stats(keys=[key], args=[self.group, LAG_COUNT_LIMIT, PAGE], client=pipe)
             pipe.xlen(self.dead_key)
-            replies = pipe.execute()
+            *parts, dead = pipe.execute()
             length = pending = lag = 0
-            for p, key in enumerate(self.keys):
-                length += int(replies[2 * p])
-                group = self._our_group(replies[2 * p + 1])
-                if group is None:
-                    continue
-                pending += int(group["pending"])
-                lag += self._lag(key, group)
-            return LogStats(length=length, pending=pending, lag=lag, dead_letters=int(replies[-1]))
+            for key, (part_length, part_pending, part_lag, cursor, repaired) in zip(self.keys, parts, strict=True):
+                length, pending = length + int(part_length), pending + int(part_pending)
+                lag += int(part_lag)
+                while cursor := _str(cursor):  # Redis keeps no counter (entries deleted unread): count on, a call at a time
+                    more, cursor = self._count_after(keys=[key], args=[cursor, LAG_COUNT_LIMIT, PAGE])
+                    lag += int(more)
+                if repaired:
+                    logger.warning("stream %s: Redis's lag counter for group %s was off (a restart replayed reads the AOF "
+                                   "kept without it); set right at %d unread", key, self.group, part_lag)
+            return LogStats(length=length, pending=pending, lag=lag, dead_letters=int(dead))
 
         return self._call(run)
-
-    def _our_group(self, groups: list[dict[str, Any]]) -> dict[str, Any] | None:
-        return next((g for g in groups if _str(g["name"]) == self.group), None)
-
-    def _lag(self, key: str, group: dict[str, Any]) -> int:
-        if group.get("lag") is not None:
-            lag = int(group["lag"])
-            if lag == 0:
-                return 0
-            # Redis 7.0 still counts entries XDELed (erasure) before the group read past them: once nothing
-            # follows last-delivered, the group has caught up whatever the counter says.
-            newest = self.client.xrevrange(key, count=1)
-            caught_up = not newest or parse_id(_str(newest[0][0])) <= parse_id(_str(group["last-delivered-id"]))
-            return 0 if caught_up else lag
-        # Redis cannot tell after deletions inside the unread range: count what follows last-delivered.
-        total, start = 0, "(" + _str(group["last-delivered-id"])
-        while page := self.client.xrange(key, min=start, max="+", count=PAGE):
-            total += len(page)
-            start = "(" + _str(page[-1][0])
-        return total
 
     def trim(self) -> int:
         return sum(self._call(functools.partial(self._trim_partition, key)) for key in self.keys)
