@@ -225,6 +225,7 @@ def call_until_done(call: Callable[[], T], source: str, errors: Errors, abort: t
 
 
 VIEW_RE = re.compile(r'data-view="(views/[^"]+)"')
+UNTRACKED = "200 without a view"  # served while tracking was down: not an error for the reader, allowed only in an outage
 VISITOR_RE = re.compile(r"co_vid=([^;]+)")
 
 
@@ -326,6 +327,9 @@ class WebLoad:
             return
         self.opened.add(token)
         view, visitor = VIEW_RE.search(page.text), VISITOR_RE.search(page.set_cookie)
+        if view is None and visitor is None and 'data-view=""' in page.text:
+            self.errors.add("page", UNTRACKED)  # the reader got the post; tracking was down, so no view (and no beacons)
+            return
         if view is None or visitor is None:
             self.errors.add("page", "no view or visitor in the page")
             return

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import FAULTS, fault_plan, parse_args, tasks_in_hand
-from bench.soak_load import ClientError, Clock, Errors, Ledger, TokenPool, ViewLedger, WebLoad, WebPlan, WebProcess
+from bench.soak_load import UNTRACKED, ClientError, Clock, Errors, Ledger, TokenPool, ViewLedger, WebLoad, WebPlan, WebProcess
 from bench.soak_report import CopyRecord, Outage, audit_campaign, audit_tracking, classify_errors
 
 from . import infra
@@ -107,6 +107,10 @@ def test_only_unavailable_during_an_outage_is_allowed() -> None:
     assert rows["StartView", "UNAVAILABLE"].allowed
     assert not rows["page", "HTTP 503"].allowed and rows["page", "HTTP 503"].in_outage == 0
     assert not rows["RecordEngagement", "INTERNAL"].allowed and not rows["page", "HTTP 500"].allowed
+    untracked = {(r.source, r.in_outage): r.allowed for r in classify_errors(  # a page served without a view
+        [ClientError(12.0, "page", UNTRACKED), ClientError(33.0, "page", UNTRACKED)], outages, grace=10.0)}
+    assert untracked == {("page", 1): False}  # once outside an outage: tracking lost pages it should have counted
+    assert classify_errors([ClientError(12.0, "page", UNTRACKED)], outages, grace=10.0)[0].allowed
 
 
 # ---- the readers' HTTP clients -----------------------------------------------------------------------------------------------

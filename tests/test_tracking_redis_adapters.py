@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+import redis.asyncio as aioredis
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
+from services.shared.errors import Unavailable
 from services.tracking.activity import RedisHub
 from services.tracking.aggregate import Activity
 from services.tracking.domain.ratelimit import VISITOR_VIEWS
-from services.tracking.limits import RedisRateLimiter
+from services.tracking.limits import AsyncViewLimiter, RedisRateLimiter
 
 from . import infra
 
@@ -42,6 +45,37 @@ def test_a_flooding_visitor_is_limited_across_servers_and_others_are_not(redis_u
             one.client.delete(*keys)
         one.close()
         two.close()
+
+
+def test_the_edges_async_view_limits_share_the_tracking_services_state_in_redis(redis_url: str) -> None:
+    prefix = f"test:rl:{uuid.uuid4().hex[:8]}:"
+    service = RedisRateLimiter(redis_url, prefix)
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        down = aioredis.Redis.from_url(f"redis://127.0.0.1:{infra.free_port()}/0", socket_connect_timeout=1)
+        edge = AsyncViewLimiter(client, prefix)
+        try:
+            flood = "visitor:flood0002"
+            allowed = 0
+            for i in range(VISITOR_VIEWS.burst + 20):  # the edge and the tracking service take turns
+                allowed += await edge.allow_views([flood]) if i % 2 else service.allow_views([flood])
+            assert VISITOR_VIEWS.burst <= allowed <= VISITOR_VIEWS.burst + 2
+            assert not await edge.allow_views([flood]) and not service.allow_views([flood])
+            assert await edge.allow_views(["visitor:someone-else", "ip:shared-net"])
+            with pytest.raises(Unavailable):
+                await AsyncViewLimiter(down, prefix).allow_views(["visitor:anyone"])
+        finally:
+            await client.aclose()
+            await down.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        keys = service.client.keys(prefix + "*")
+        if keys:
+            service.client.delete(*keys)
+        service.close()
 
 
 def test_live_activity_reaches_every_listener_of_that_rep_only(redis_url: str) -> None:

@@ -23,10 +23,14 @@ import pytest
 from sqlalchemy import func, select
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
+from services.shared.metrics import UNTRACKED_PAGES
+from services.tracking.domain.privacy import hash_ip
+from services.tracking.domain.ratelimit import VISITOR_VIEWS
 from services.tracking.ingest import view_key_for
 from services.tracking.models import EventRow, ViewRow
 from services.tracking.streams import RedisEventLog, stream_key
 from services.web.beacons import RedisBeacons
+from services.web.customer import VISITOR_COOKIE
 
 from . import infra
 from .test_web import BODY
@@ -112,6 +116,46 @@ def test_beacons_through_the_edge_are_written_to_the_tracking_log_and_applied_as
     (row,) = views_of(web.track, post)
     assert row.engaged_ms == 7_000 and row.max_scroll_percent == 80 and row.closed  # the replay counted once
     assert events_of(web.track, [view_id]) == 2
+
+
+def test_a_page_opened_through_the_edge_starts_its_view_in_the_log_as_the_tracking_service_would(
+        web: Web, beacons: RedisBeacons) -> None:
+    post, token = shared_token(web.track)
+    track, share = web.track, web.track.app.ingest.tokens.verify(token)
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA, "referer": "https://weixin.qq.com/x?y=1"}) as client:
+        first, again = client.get(f"/s/{token}"), client.get(f"/s/{token}")  # the second with the cookie the first set
+        assert first.status_code == again.status_code == 200
+        names = [re.search(r'data-view="(views/[^"]+)"', p.text).group(1) for p in (first, again)]  # type: ignore[union-attr]
+        forward = re.search(r'id="forward-url" value="[^"]*/s/([^"]+)"', first.text).group(1)  # type: ignore[union-attr]
+        visitor = client.cookies[VISITOR_COOKIE]
+    assert beacons.stats.views == 2 and beacons.stats.beacons == 0
+    started = [e.started for e in logged_events(track) if e.WhichOneof("kind") == "started"]
+    assert [f"views/{e.view}" for e in started] == names and len(set(names)) == 2
+    assert all(track.app.ingest.check_view(name, "view") for name in names)  # signed with the tracking service's key
+    for e in started:
+        assert (e.post, e.rep, e.share_id, e.revision, e.copy_id) == (share.post_id, share.rep_id, share.share_id,
+                                                                      share.revision, share.copy_id)
+        assert (e.visitor_id, e.bot, e.referrer_host) == (visitor, False, "weixin.qq.com")
+        assert e.ip_hash == hash_ip("127.0.0.1", track.app.settings.tracking_ip_salt) and e.user_agent_family
+    child = track.app.ingest.tokens.verify(forward)
+    assert (child.parent_share_id, child.rep_id, child.post_id) == (share.share_id, share.rep_id, share.post_id)
+    track.settle()
+    assert sorted(f"views/{r.id}" for r in views_of(track, post)) == sorted(names)
+
+
+def test_the_edge_refuses_expired_links_and_view_floods_as_the_tracking_service_does(web: Web, beacons: RedisBeacons) -> None:
+    _, token = shared_token(web.track)
+    with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+        opened = [client.get(f"/s/{token}").status_code for _ in range(VISITOR_VIEWS.burst + 5)]  # one visitor (cookie)
+        assert set(opened) == {200, 429} and opened[0] == 200
+        assert VISITOR_VIEWS.burst <= opened.count(200) <= VISITOR_VIEWS.burst + 2
+        assert beacons.stats.views == opened.count(200)  # a refused view writes nothing
+        client.cookies.clear()
+        expired_before = beacons.starts.refusals.snapshot().get("expired", 0)
+        beacons.clock = lambda: time.time() + web.track.app.settings.tracking_token_max_age_days * 86_400 + 60
+        assert client.get(f"/s/{token}").status_code == 410
+        assert beacons.starts.refusals.snapshot().get("expired", 0) == expired_before + 1
+    assert beacons.stats.views == opened.count(200)
 
 
 def test_a_forged_view_is_404_and_nothing_is_written(web: Web, beacons: RedisBeacons) -> None:
@@ -230,12 +274,15 @@ def test_beacons_waiting_together_share_one_write_one_batch_per_partition_where_
         log.close()
 
 
-def test_redis_unreachable_is_503_with_an_explanation_not_500(web_without_redis: Web) -> None:
+def test_redis_unreachable_serves_the_page_untracked_and_beacons_503_with_an_explanation(web_without_redis: Web) -> None:
     _, token = shared_token(web_without_redis.track)
+    untracked = UNTRACKED_PAGES.labels("UNAVAILABLE")._value.get()
     with httpx.Client(base_url=web_without_redis.url, headers={"user-agent": PHONE_UA}) as client:
-        page = client.get(f"/s/{token}")  # the page and its view do not need the edge's Redis
-        assert page.status_code == 200
-        view = re.search(r'data-view="(views/[^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        page = client.get(f"/s/{token}")  # the reader still gets the post: without a view, and no forward link
+        assert page.status_code == 200 and 'data-view=""' in page.text and "forward-url" not in page.text
+        assert "价格 199 元" in page.text and VISITOR_COOKIE not in page.cookies
+        assert UNTRACKED_PAGES.labels("UNAVAILABLE")._value.get() == untracked + 1
+        (view,) = start_views(web_without_redis.track, token, 1)  # a view started while Redis was up
         for seq in (1, 2):
             down = beat(client, view=view, seq=seq, engaged_ms=1_000, scroll=10, end=seq == 2)
             assert down.status_code == 503, down.text

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.tracking.limits import RateLimiter, RedisRateLimiter
 from services.tracking.streams import RedisEventLog
 from services.web.app import build_app
 from services.web.backends import Backends
@@ -99,6 +100,17 @@ class RealTimeClock:
         self.offset += seconds
 
 
+class TrackingViewLimits:
+    """The tracking app's in-memory view limits, for the edge starting views itself (production shares them in
+    Redis: limits.AsyncViewLimiter)."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def allow_views(self, keys: list[str]) -> bool:
+        return self.limiter.allow_views(keys)
+
+
 def serve_web(track: Track, beacons: Beacons | None = None) -> Iterator[Web]:
     """The edge on a free port, calling the harness's distribution and tracking servers with a service token; the
     tracking ingest back on real time (browsers read in real time; RealTimeClock)."""
@@ -114,6 +126,8 @@ def serve_web(track: Track, beacons: Beacons | None = None) -> Iterator[Web]:
         beacons = RedisBeacons.from_settings(settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
     if isinstance(beacons, RedisBeacons):
         beacons.clock = clock  # the edge receives beacons on the ingest's clock, as the tracking service would
+        if beacons.view_limiter is None and not isinstance(track.app.limiter, RedisRateLimiter):
+            beacons.view_limiter = TrackingViewLimits(track.app.limiter)  # pages share the service's view limits
     app = build_app(settings, Backends(settings, token), beacons=beacons)
     port = infra.free_port()
     server = ThreadedServer(app, "127.0.0.1", port, log_level="warning").start()

@@ -43,6 +43,9 @@ STALE_AUTH = Counter("contentops_auth_stale_total", "Tokens accepted from the ca
 STALE_READS = Counter("contentops_stale_reads_total", "Answers the distribution service served from its cache past their "
                       "freshness because the database was unavailable (within POST_STALE_SECONDS), by what was read",
                       ["what"])
+UNTRACKED_PAGES = Counter("contentops_untracked_pages_total", "Shared pages served without a view because the tracking "
+                          "log (Redis) or service was unavailable: the reader sees the post, the rep sees no read, by "
+                          "the error", ["code"])
 
 
 def observe_rpc(full_method: str, code: str, started: float) -> None:

@@ -83,7 +83,7 @@ class StartedView:
     bot: bool
 
 
-def _valid_visitor(visitor_id: str) -> bool:
+def valid_visitor(visitor_id: str) -> bool:
     return 8 <= len(visitor_id) <= MAX_VISITOR_CHARS and all(c.isalnum() or c in "-_" for c in visitor_id)
 
 
@@ -119,46 +119,50 @@ def ended_event(view_id: str, last_seq: int, received_ms: int) -> pb.IngestEvent
     return pb.IngestEvent(ended=pb.EndViewRequest(view=view_id, last_seq=last_seq), received_ms=received_ms)
 
 
-class Ingest:
-    def __init__(self, log_: EventLog, tokens: ShareTokens, view_key: bytes, ip_salt: bytes, limiter: RateLimiter,
-                 *, token_max_age_s: float, clock: Callable[[], float] = time.time) -> None:
-        self.log = log_
+@dataclass(frozen=True)
+class ViewOpening:
+    """A view being started: its input checked and its share token verified, before the rate limit is asked."""
+
+    share: ShareToken
+    visitor: str
+    limit_keys: list[str]  # for RateLimiter.allow_views: the visitor, and the network if the client's IP is known
+    user_agent: str
+    referrer: str
+    ip_hash: str
+
+
+class ViewStarts:
+    """What StartView decides, for every process that starts views: this service's ``Ingest`` and the web edge's fast
+    path (``services/web/beacons.py``), so a page opened through either is the same event. ``open`` checks the input
+    and the share token (signature and age); the caller then asks its rate limiter (in memory, or in Redis
+    synchronously or not) for ``limit_keys``; ``start`` makes the signed view id, the ``ViewStarted`` event to
+    append, and the forward link's token. Nothing here touches the log or the limiter."""
+
+    def __init__(self, tokens: ShareTokens, view_key: bytes, ip_salt: bytes, *, token_max_age_s: float) -> None:
         self.tokens = tokens
         self.view_key = view_key
         self.ip_salt = ip_salt
-        self.limiter = limiter
         self.token_max_age_s = token_max_age_s
         self.refusals = Refusals()
-        self.clock = clock  # server receive time, unix seconds (tests and the demo simulate reading with it)
-
-    # ---- view ids -----------------------------------------------------------------------------
 
     def new_view_id(self) -> str:
         uid = new_id()
         return f"{uid}-{sign_view(self.view_key, uid)}"
 
-    def check_view(self, name: str, field: str) -> str:
-        """The view id in ``views/{id}``; NOT_FOUND when it was not issued here."""
-        return check_view(self.view_key, name, field)
-
-    # ---- calls ----------------------------------------------------------------------------------
-
-    def verify_token(self, token: str, now: float | None = None) -> ShareToken:
+    def verify_token(self, token: str, now: float) -> ShareToken:
         try:
             share = self.tokens.verify(token)
         except InvalidArgument:
             self.refusals.add("forged")
             raise
-        age = (self.clock() if now is None else now) - share.issued_at
-        if age > self.token_max_age_s:
+        if now - share.issued_at > self.token_max_age_s:
             self.refusals.add("expired")
             raise FailedPrecondition("share_token: this link has expired")
         return share
 
-    def start_view(self, token: str, visitor_id: str, user_agent: str, referrer: str, client_ip: str,
-                   now_ms: int | None = None) -> StartedView:
-        share = self.verify_token(token)
-        if visitor_id and not _valid_visitor(visitor_id):
+    def open(self, token: str, visitor_id: str, user_agent: str, referrer: str, client_ip: str, now: float) -> ViewOpening:
+        share = self.verify_token(token, now)
+        if visitor_id and not valid_visitor(visitor_id):
             raise InvalidArgument("visitor_id", "8-40 letters, digits, '-' or '_'")
         if len(user_agent) > 4096:
             raise InvalidArgument("user_agent", "at most 4096 characters")
@@ -169,21 +173,52 @@ class Ingest:
         visitor = visitor_id or secrets.token_urlsafe(18)
         ip_hash = privacy.hash_ip(client_ip, self.ip_salt) if client_ip else ""
         keys = [f"visitor:{visitor}"] + ([f"ip:{ip_hash}"] if ip_hash else [])
-        if not self.limiter.allow_views(keys):
-            raise ResourceExhausted("too many views from this visitor or network; slow down")
-        verdict = bots.classify_user_agent(user_agent[:MAX_UA_CHARS])
+        return ViewOpening(share, visitor, keys, user_agent, referrer, ip_hash)
+
+    def start(self, opening: ViewOpening, received_ms: int) -> tuple[StartedView, pb.IngestEvent]:
+        """The view and its event, once the rate limit allowed it; append the event to ``partition_for(view)``."""
+        share, user_agent = opening.share, opening.user_agent[:MAX_UA_CHARS]
+        verdict = bots.classify_user_agent(user_agent)
         view_id = self.new_view_id()
         started = pb.ViewStarted(
-            view=view_id, visitor_id=visitor, share_id=share.share_id, parent_share_id=share.parent_share_id,
+            view=view_id, visitor_id=opening.visitor, share_id=share.share_id, parent_share_id=share.parent_share_id,
             post=share.post_id, revision=share.revision, rep=share.rep_id, team=share.team_id, copy_id=share.copy_id,
-            contact=share.contact_id, bot=verdict.is_bot, bot_reason=verdict.reason[:60], ip_hash=ip_hash,
-            referrer_host=privacy.referrer_host(referrer)[:255],
-            user_agent_family=bots.user_agent_family(user_agent[:MAX_UA_CHARS])[:24])
-        received = int(self.clock() * 1000) if now_ms is None else now_ms
-        batch = pb.IngestBatch(events=[pb.IngestEvent(started=started, received_ms=received)])
-        self.log.append([batch.SerializeToString()], partition=self.log.partition_for(view_id))
+            contact=share.contact_id, bot=verdict.is_bot, bot_reason=verdict.reason[:60], ip_hash=opening.ip_hash,
+            referrer_host=privacy.referrer_host(opening.referrer)[:255],
+            user_agent_family=bots.user_agent_family(user_agent)[:24])
         forward, _ = self.tokens.child(share)
-        return StartedView(view_id, visitor, forward, verdict.is_bot)
+        return StartedView(view_id, opening.visitor, forward, verdict.is_bot), pb.IngestEvent(started=started,
+                                                                                              received_ms=received_ms)
+
+
+TOO_MANY_VIEWS = "too many views from this visitor or network; slow down"
+
+
+class Ingest:
+    def __init__(self, log_: EventLog, tokens: ShareTokens, view_key: bytes, ip_salt: bytes, limiter: RateLimiter,
+                 *, token_max_age_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.log = log_
+        self.starts = ViewStarts(tokens, view_key, ip_salt, token_max_age_s=token_max_age_s)
+        self.tokens = tokens
+        self.view_key = view_key
+        self.limiter = limiter
+        self.refusals = self.starts.refusals
+        self.clock = clock  # server receive time, unix seconds (tests and the demo simulate reading with it)
+
+    def check_view(self, name: str, field: str) -> str:
+        """The view id in ``views/{id}``; NOT_FOUND when it was not issued here."""
+        return check_view(self.view_key, name, field)
+
+    # ---- calls ----------------------------------------------------------------------------------
+
+    def start_view(self, token: str, visitor_id: str, user_agent: str, referrer: str, client_ip: str,
+                   now_ms: int | None = None) -> StartedView:
+        opening = self.starts.open(token, visitor_id, user_agent, referrer, client_ip, self.clock())
+        if not self.limiter.allow_views(opening.limit_keys):
+            raise ResourceExhausted(TOO_MANY_VIEWS)
+        started, event = self.starts.start(opening, int(self.clock() * 1000) if now_ms is None else now_ms)
+        self.log.append([pb.IngestBatch(events=[event]).SerializeToString()], partition=self.log.partition_for(started.view))
+        return started
 
     def record(self, heartbeats: Sequence[pb.Heartbeat], now_ms: int | None = None) -> tuple[int, int]:
         """Append heartbeats; returns (accepted, throttled)."""

@@ -14,11 +14,14 @@ import time
 from collections.abc import Sequence
 
 import redis
+import redis.asyncio as aioredis
 
 from services.shared.errors import Unavailable
 
 from .domain import ratelimit
 from .domain.ratelimit import IP_VIEWS, VISITOR_HEARTBEATS, VISITOR_VIEWS, Limit
+
+DEFAULT_PREFIX = "contentops:tracking:rl:"
 
 _GCRA = """
 local now = tonumber(ARGV[1])
@@ -79,21 +82,41 @@ class RateLimiter:
 class RedisRateLimiter(RateLimiter):
     """Views limited across every server through Redis; heartbeats per process as above."""
 
-    def __init__(self, url: str, prefix: str = "contentops:tracking:rl:") -> None:
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
         super().__init__()
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self.prefix = prefix
         self._script = self.client.register_script(_GCRA)
 
     def allow_views(self, keys: Sequence[str]) -> bool:
-        args: list[float] = [time.time()]
-        for k in keys:
-            limit = _limit_for(k)
-            args += [limit.rate, limit.burst]
         try:
-            return bool(self._script(keys=[self.prefix + k for k in keys], args=args))
+            return bool(self._script(*_gcra_call(self.prefix, keys)))
         except redis.RedisError as err:
             raise Unavailable(f"rate limiter unavailable: {err}") from None
 
     def close(self) -> None:
         self.client.close()
+
+
+class AsyncViewLimiter:
+    """``RedisRateLimiter.allow_views`` for an asyncio process (the web edge starting views itself): the same
+    script, keys and limits, so a visitor's views count the same across the edge and the tracking service."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+        self._script = client.register_script(_GCRA)
+
+    async def allow_views(self, keys: Sequence[str]) -> bool:
+        try:
+            return bool(await self._script(*_gcra_call(self.prefix, keys)))
+        except redis.RedisError as err:
+            raise Unavailable(f"rate limiter unavailable: {err}") from None
+
+
+def _gcra_call(prefix: str, keys: Sequence[str]) -> tuple[list[str], list[float]]:
+    """KEYS and ARGV for the GCRA script: now, then each key's rate and burst."""
+    args: list[float] = [time.time()]
+    for k in keys:
+        limit = _limit_for(k)
+        args += [limit.rate, limit.burst]
+    return [prefix + k for k in keys], args

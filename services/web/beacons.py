@@ -12,6 +12,13 @@ which returns once the beacon is recorded or raises ``BeaconRefused`` with the H
   appended to the same streams (``<prefix>:<partition>``, partitioned by view id like ``Ingest``), so the
   tracking consumer applies them unchanged. A beacon is answered only once Redis has acknowledged its entry.
 
+Both also start the view a page is opened with (``start_view``): ``GrpcBeacons`` calls StartView;
+``RedisBeacons`` does what StartView does, with the same code (``ingest.ViewStarts``: the share token's signature
+and age, the input, the view id, the forward link) and the same per-visitor and per-network view limits in Redis
+(``limits.AsyncViewLimiter``, the tracking service's script and keys), and appends the ``ViewStarted`` event through
+the writer below. A page open was an edge → tracking gRPC call, about 0.7 ms of the tracking service's CPU; now it
+costs the edge one Redis call for the limit and a share of a batched write.
+
 Micro-batching (``RedisBeacons``): a beacon appends its events to a pending list and awaits a future; one writer
 task per process takes everything pending, groups it by partition into one ``IngestBatch`` per partition (as
 ``Ingest.record`` does for one RecordEngagement message carrying many views' heartbeats, at most
@@ -38,10 +45,20 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
-from services.shared.errors import NotFound, ServiceError
+from services.shared.errors import NotFound, ResourceExhausted, ServiceError, Unavailable
 from services.shared.settings import Settings
-from services.tracking.ingest import MAX_HEARTBEATS_PER_CALL, check_view, ended_event, heartbeat_event, view_key_for
-from services.tracking.limits import RateLimiter
+from services.shared.sharetoken import ShareTokens
+from services.tracking.domain.engagement import HEARTBEAT_INTERVAL_MS
+from services.tracking.ingest import (
+    MAX_HEARTBEATS_PER_CALL,
+    TOO_MANY_VIEWS,
+    ViewStarts,
+    check_view,
+    ended_event,
+    heartbeat_event,
+    view_key_for,
+)
+from services.tracking.limits import AsyncViewLimiter, RateLimiter
 from services.tracking.streams import DEFAULT_PREFIX, entry_fields, partition_for, stream_key
 
 from .backends import Backends
@@ -68,6 +85,11 @@ RATE_LIMITED = (429, "rate limited", {"retry-after": "10"})
 class Beacons(Protocol):
     def open(self) -> None:
         """Inside the running event loop, before the first beacon."""
+        ...
+
+    async def start_view(self, token: str, visitor: str, user_agent: str, referrer: str, client_ip: str,
+                         request_id: str = "") -> tpb.StartViewResponse:
+        """The view a page is opened with, once recorded; ``ServiceError`` or ``grpc.aio.AioRpcError`` otherwise."""
         ...
 
     async def record(self, view: str, seq: int, engaged_ms: int, scroll: int, end: bool, request_id: str = "") -> None:
@@ -101,6 +123,13 @@ class GrpcBeacons:
     async def close(self) -> None:
         pass
 
+    async def start_view(self, token: str, visitor: str, user_agent: str, referrer: str, client_ip: str,
+                         request_id: str = "") -> tpb.StartViewResponse:
+        b = self.backends
+        return await b.call(b.tracking.StartView, tpb.StartViewRequest(
+            share_token=token, visitor_id=visitor, user_agent=user_agent, referrer=referrer, client_ip=client_ip),
+            b.metadata(request_id))
+
     async def record(self, view: str, seq: int, engaged_ms: int, scroll: int, end: bool, request_id: str = "") -> None:
         b = self.backends
         md = b.metadata(request_id)
@@ -125,6 +154,7 @@ class _Waiting:
     partition: int
     events: list[tpb.IngestEvent]
     done: asyncio.Future[None]
+    starts_view: bool  # a page opened, not a beacon
 
 
 @dataclass
@@ -132,20 +162,28 @@ class BatchStats:
     """What the writer did in this process (tests check that concurrent beacons share writes)."""
 
     beacons: int = 0  # written and acknowledged
+    views: int = 0  # views started (pages opened), written and acknowledged
     writes: int = 0  # pipelines sent (each one round trip)
     entries: int = 0  # stream entries (IngestBatch) appended
     failed: int = 0  # beacons refused because their write failed
     largest: int = 0  # most beacons in one write
 
 
+class ViewLimiter(Protocol):
+    async def allow_views(self, keys: list[str]) -> bool: ...
+
+
 class RedisBeacons:
-    def __init__(self, url: str, view_key: bytes, *, prefix: str = DEFAULT_PREFIX, partitions: int = 1,
-                 limiter: RateLimiter | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = REDIS_TIMEOUT_S, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, url: str, starts: ViewStarts, *, prefix: str = DEFAULT_PREFIX, partitions: int = 1,
+                 limiter: RateLimiter | None = None, view_limiter: ViewLimiter | None = None,
+                 clock: Callable[[], float] = time.time, timeout: float = REDIS_TIMEOUT_S,
+                 max_pending: int = MAX_PENDING) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.url = url
-        self.view_key = view_key
+        self.starts = starts
+        self.view_key = starts.view_key
+        self.view_limiter = view_limiter  # None: the tracking service's, in this Redis (made by open)
         self.prefix = prefix
         self.partitions = partitions
         self.keys = [stream_key(prefix, p) for p in range(partitions)]
@@ -163,13 +201,17 @@ class RedisBeacons:
     @classmethod
     def from_settings(cls, settings: Settings, *, prefix: str = DEFAULT_PREFIX, url: str | None = None) -> RedisBeacons:
         """The tracking service's log: its Redis, its streams, its view key. ``prefix`` and ``url`` for tests."""
-        return cls(url if url is not None else settings.redis_url, view_key_for(settings.secret_key), prefix=prefix,
+        starts = ViewStarts(ShareTokens(list(settings.share_token_keys)), view_key_for(settings.secret_key),
+                            settings.tracking_ip_salt, token_max_age_s=settings.tracking_token_max_age_days * 86_400)
+        return cls(url if url is not None else settings.redis_url, starts, prefix=prefix,
                    partitions=settings.tracking_stream_partitions)
 
     def open(self) -> None:
         self._client = aioredis.Redis.from_url(
             self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout, health_check_interval=30,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1))  # a stale pooled connection: once more, at once
+        if self.view_limiter is None:
+            self.view_limiter = AsyncViewLimiter(self._client)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -185,14 +227,34 @@ class RedisBeacons:
             raise BeaconRefused(404 if isinstance(err, NotFound) else 400, err.message) from None
         if not self.limiter.allow_heartbeats(view_id, 1):  # a flood from one page, not a browser
             raise BeaconRefused(*RATE_LIMITED)
-        if len(self._pending) >= self.max_pending:
-            raise BeaconRefused(503, UNAVAILABLE, {"retry-after": "5"})
         received = int(self.clock() * 1000)
         events = [heartbeat_event(view_id, seq, engaged_ms, scroll, received)]
         if end:
             events.append(ended_event(view_id, seq, received))
+        await self._append(view_id, events, starts_view=False)
+
+    async def start_view(self, token: str, visitor: str, user_agent: str, referrer: str, client_ip: str,
+                         request_id: str = "") -> tpb.StartViewResponse:
+        now = self.clock()
+        opening = self.starts.open(token, visitor, user_agent, referrer, client_ip, now)
+        assert self.view_limiter is not None, "open() first"
+        if not await self.view_limiter.allow_views(opening.limit_keys):
+            raise ResourceExhausted(TOO_MANY_VIEWS)
+        started, event = self.starts.start(opening, int(now * 1000))
+        try:
+            await self._append(started.view, [event], starts_view=True)
+        except BeaconRefused as refused:
+            raise Unavailable(refused.text) from None
+        return tpb.StartViewResponse(view=f"views/{started.view}", visitor_id=started.visitor_id,
+                                     forward_share_token=started.forward_token,
+                                     heartbeat_interval_seconds=HEARTBEAT_INTERVAL_MS // 1000, bot=started.bot)
+
+    async def _append(self, view_id: str, events: list[tpb.IngestEvent], *, starts_view: bool) -> None:
+        """Queue a view's events for the writer; return once Redis has them (``BeaconRefused`` 503 if not)."""
+        if len(self._pending) >= self.max_pending:
+            raise BeaconRefused(503, UNAVAILABLE, {"retry-after": "5"})
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(partition_for(view_id, self.partitions), events, loop.create_future())
+        waiting = _Waiting(partition_for(view_id, self.partitions), events, loop.create_future(), starts_view)
         self._pending.append(waiting)
         if self._writer is None:  # it runs once the beacons already in hand have queued up too
             self._writer = loop.create_task(self._write_pending())
@@ -251,6 +313,9 @@ class RedisBeacons:
                 if not w.done.done():
                     w.done.set_exception(BeaconRefused(503, UNAVAILABLE, {"retry-after": "5"}))
             else:
-                self.stats.beacons += 1
+                if w.starts_view:
+                    self.stats.views += 1
+                else:
+                    self.stats.beacons += 1
                 if not w.done.done():  # a client gone meanwhile: written all the same
                     w.done.set_result(None)

@@ -1,10 +1,13 @@
 """The page a rep shares, and the beacon its script reports reading to.
 
-The page is counted when it is served (StartView on the server), so a reader
-without JavaScript is still a view; the script then adds engaged time by the
+The page is counted when it is served (a view started on the server: beacons.py), so a
+reader without JavaScript is still a view; the script then adds engaged time by the
 tracking protocol (README, "Browser protocol"): visible and focused time only, a
 heartbeat every 10 s, a flush with ``sendBeacon`` when the page is hidden or left.
-Nothing on it names the rep's contacts or other reps.
+If tracking is down (Redis, or the tracking service), the page is served without a
+view, so the reader still reads; it sends no beacons, and
+``contentops_untracked_pages_total`` counts it. Nothing on it names the rep's contacts
+or other reps.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.protos.contentops.distribution.v1 import distribution_pb2 as dpb
 from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 from services.shared.errors import ServiceError
+from services.shared.logs import Throttle
+from services.shared.metrics import UNTRACKED_PAGES
 from services.shared.sharetoken import ShareToken
+from services.tracking.ingest import valid_visitor
 
 from .backends import request_id
 from .beacons import BeaconRefused
@@ -41,6 +47,10 @@ MAX_BEACON_BYTES = 2_048
 MAX_IMAGE_WIDTH = 720  # phones show posts at most this wide; the rep's page offers the full image to save
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
 COPY_CACHE_SECONDS = 5.0
+# Starting the view failed with one of these: the tracking log or service is down, not the link. The page is served
+# without a view rather than refused: a customer who tapped a link should read the post.
+UNTRACKED_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+untracked_warnings = Throttle()
 MAX_DELTA_MS = 3_600_000  # the service caps further (the heartbeat interval plus slack)
 
 
@@ -125,36 +135,43 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
         return _refused(edge, request, getattr(grpc.StatusCode, err.status))
     try:
         copy = await _copy(edge, share, edge.backends.metadata(request_id(request)))
-        visitor = request.cookies.get(VISITOR_COOKIE, "")
-        started = await _start_view(edge, request, token, visitor)
     except grpc.aio.AioRpcError as err:
         return _refused(edge, request, err.code())
+    try:
+        started: tpb.StartViewResponse | None = await _start_view(edge, request, token)
+    except (grpc.aio.AioRpcError, ServiceError) as err:
+        code = err.code() if isinstance(err, grpc.aio.AioRpcError) else getattr(grpc.StatusCode, err.status)
+        if code not in UNTRACKED_ON:
+            return _refused(edge, request, code)
+        if time.time() - share.issued_at > edge.settings.tracking_token_max_age_days * 86_400:
+            return _refused(edge, request, grpc.StatusCode.FAILED_PRECONDITION)  # what tracking would have said
+        started = None  # tracking is down: the reader still gets the post, unrecorded (and the page sends no beacons)
+        UNTRACKED_PAGES.labels(code.name).inc()
+        if untracked_warnings.due():
+            log.warning("share pages served without a view: tracking %s (%s) [request id %s]", code.name,
+                        err.details() if isinstance(err, grpc.aio.AioRpcError) else err.message, request_id(request))
     response = edge.page(request, "share.html", {
         "paragraphs": copy.text.split("\n"), "token": token,
         "images": [{"index": i, "width": min(img.width, MAX_IMAGE_WIDTH),
                     "height": round(img.height * min(img.width, MAX_IMAGE_WIDTH) / img.width) if img.width else 0}
                    for i, img in enumerate(copy.images)],
-        "view": started.view, "interval": started.heartbeat_interval_seconds or 10,
-        "forward": str(request.url_for("share", token=started.forward_share_token)) if started.forward_share_token else "",
+        "view": started.view if started else "", "interval": (started.heartbeat_interval_seconds if started else 0) or 10,
+        "forward": str(request.url_for("share", token=started.forward_share_token)) if started and started.forward_share_token
+        else "",
     }, headers={"cache-control": "no-store"})
-    response.set_cookie(VISITOR_COOKIE, started.visitor_id, max_age=VISITOR_MAX_AGE, httponly=True, samesite="lax",
-                        secure=edge.cookie_secure)
+    if started is not None:
+        response.set_cookie(VISITOR_COOKIE, started.visitor_id, max_age=VISITOR_MAX_AGE, httponly=True, samesite="lax",
+                            secure=edge.cookie_secure)
     return response
 
 
-async def _start_view(edge, request: Request, token: str, visitor: str) -> tpb.StartViewResponse:  # type: ignore[no-untyped-def]
-    b = edge.backends
-    rid = request_id(request)
-    req = tpb.StartViewRequest(share_token=token, visitor_id=visitor, user_agent=request.headers.get("user-agent", "")[:512],
-                               referrer=request.headers.get("referer", "")[:2048],
-                               client_ip=request.client.host if request.client else "")
-    try:
-        return await b.call(b.tracking.StartView, req, b.metadata(rid))
-    except grpc.aio.AioRpcError as err:
-        if err.code() is grpc.StatusCode.INVALID_ARGUMENT and "visitor_id" in (err.details() or "") and visitor:
-            req.visitor_id = ""  # a cookie we did not issue: start afresh
-            return await b.call(b.tracking.StartView, req, b.metadata(rid))
-        raise
+async def _start_view(edge, request: Request, token: str) -> tpb.StartViewResponse:  # type: ignore[no-untyped-def]
+    """The view this page open counts as: through the tracking service, or written by the edge itself (beacons.py)."""
+    visitor = request.cookies.get(VISITOR_COOKIE, "")
+    return await edge.beacons.start_view(
+        token, visitor if valid_visitor(visitor) else "",  # a cookie we did not issue: start afresh
+        request.headers.get("user-agent", "")[:512], request.headers.get("referer", "")[:2048],
+        request.client.host if request.client else "", request_id(request))
 
 
 def _refused(edge, request: Request, code: grpc.StatusCode) -> Response:  # type: ignore[no-untyped-def]
