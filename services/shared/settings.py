@@ -60,7 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACKING_RETENTION_DAYS", "90", "Raw heartbeat events older than this are purged; aggregates stay."),
     Setting("TRACKING_HALF_LIFE_DAYS", "14", "Interest decays by half over this many days."),
     Setting("TRACKING_TIMEZONE", "Asia/Shanghai", "Time zone of leads' days and of 'yesterday 21:14'."),
-    Setting("TRACKING_IP_SALT", "", "Salt for hashing client IPs (truncated first). Empty: derived from the secret key."),
+    Setting("TRACKING_IP_SALT", "", "Salt for hashing client IPs (truncated first); the tracking service and the web edge (which "
+            "starts page views itself) must share it. Empty: derived from the secret key."),
     Setting("TRACKING_TOKEN_MAX_AGE_DAYS", "365", "Share links older than this are refused as expired."),
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
     Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
