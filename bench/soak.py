@@ -675,7 +675,7 @@ class Soak:
         lines = [f"| load | configured | acknowledged | whole load | steady ({ramp:.0f} s to the end: every reader started) |",
                  "|---|---:|---:|---:|---:|"]
         for kind, what, target in (
-            ("pages", "customer pages (GET /s/{token}: GetRepCopy + StartView, through the edge)", o.page_rate),
+            ("pages", "customer pages (GET /s/{token}: GetRepCopy, and the view started by the edge in Redis)", o.page_rate),
             ("beacons", f"beacons (POST /t/beat, {per_page} per page, every {o.beacon_interval:g} s)", o.page_rate * per_page),
             ("heartbeats", f"heartbeats (RecordEngagement, batched; a view's every {o.heartbeat_interval:g} s)", o.heartbeat_rate),
             ("grpc_views", "StartView over gRPC (the views of those heartbeats)", o.heartbeat_rate / o.beats_per_view),

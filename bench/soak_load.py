@@ -1,10 +1,10 @@
 """The soak's clients, doing what real ones do, and what each was told was done.
 
 - ``WebLoad`` (asyncio, aiohttp; in a process of its own, ``WebProcess``): readers open a rep's share page on the web
-  edge (GET /s/{token}: GetRepCopy and StartView behind it) at a fixed rate, open loop, each from one of many loopback
+  edge (GET /s/{token}: GetRepCopy behind it, the view started by the edge in Redis) at a fixed rate, open loop, each from one of many loopback
   /24 networks (127.0.N.x, so the per-network limits see many networks, as they would), then send beacons
   (POST /t/beat) every ``interval`` with their visitor cookie, the last one ending the view.
-- ``HeartbeatLoad`` (gRPC, as the edge does it): views started with StartView, then heartbeats batched into one
+- ``HeartbeatLoad`` (gRPC, as any other client of the ingest API does it): views started with StartView, then heartbeats batched into one
   RecordEngagement message every 100 ms, each view one heartbeat per ``interval``.
 - ``Editor`` (gRPC): every ``every`` seconds uploads 1-3 new photos, creates a post targeting one team and publishes it.
 
