@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from services.distribution.app import DistributionApp
 from services.distribution.ready import ReadyCopies, ReadyCopy
+
+from .conftest import make_settings
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -47,3 +51,11 @@ def test_campaigns_holding_nothing_do_not_let_the_budget_overflow() -> None:
     ready.add("busy", copies("a", "b", "c"), complete=True)
     assert ready.size == 2 and ready.known("busy") == {"a", "b"}
 
+
+
+def test_each_distribution_process_holds_as_many_as_ready_copies_says(tmp_path: Path) -> None:
+    app = DistributionApp.build(make_settings(tmp_path, READY_COPIES="7"), migrate=True)
+    try:
+        assert app.service.ready.budget == 7
+    finally:
+        app.close()

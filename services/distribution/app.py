@@ -100,7 +100,7 @@ class DistributionApp:
             locks = LocalLocks() if settings.embedded_tasks else RedisLocks(settings.redis_url)
         identity = IdentityStore.from_settings(db, settings)
         service = DistributionService(db, blobs, identity, ShareTokens(list(settings.share_token_keys)), locks,
-                                      fanout, settings.campaign_chunk_size, settings.post_stale_seconds)
+                                      fanout, settings.campaign_chunk_size, settings.post_stale_seconds, settings.ready_copies)
         if isinstance(fanout, InProcessFanout):
             fanout.service = service
         metrics.register_gauge("contentops_campaign_copies", "Copies of campaigns published in the last 7 days, by state",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-DEFAULT_BUDGET = 20_000  # copies: about 8 KiB each with 9 images (measured), so at most about 165 MB
+DEFAULT_BUDGET = 20_000  # copies (READY_COPIES): about 8 KiB each with 9 images (measured), so at most about 165 MB
 RELOAD_SECONDS = 10.0
 
 

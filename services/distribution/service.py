@@ -49,7 +49,7 @@ from .domain.images import Variant
 from .domain.reps import Rep, Team, validate_rep_fields, validate_team_name
 from .locks import RenderLocks
 from .models import CampaignRow, CopyRow, PostRow, RepRow, TeamRow, VariantRow
-from .ready import ReadyCopies, ReadyCopy
+from .ready import DEFAULT_BUDGET, ReadyCopies, ReadyCopy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,7 +165,8 @@ def parse_revision(name: str) -> tuple[str, int]:
 
 class DistributionService:
     def __init__(self, db: Database, blobs: BlobStore, identity: IdentityStore, tokens: ShareTokens,
-                 locks: RenderLocks, fanout: Fanout, chunk_size: int = 25, stale_seconds: float = 0.0) -> None:
+                 locks: RenderLocks, fanout: Fanout, chunk_size: int = 25, stale_seconds: float = 0.0,
+                 ready_copies: int = DEFAULT_BUDGET) -> None:
         self.db = db
         self.blobs = blobs
         self.identity = identity
@@ -178,7 +179,7 @@ class DistributionService:
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
         self._posts: dict[str, tuple[float, PostStatus]] = {}
         self._stale_warning = Throttle(10.0)
-        self.ready = ReadyCopies()  # live campaigns' ready copies: a page's first open needs no query (ready.py)
+        self.ready = ReadyCopies(ready_copies)  # live campaigns' ready copies: a page's first open needs no query (ready.py)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-copies")  # one load at a time, in order
         self._views_lock = threading.Lock()
         self._originals: OrderedDict[str, bytes] = OrderedDict()

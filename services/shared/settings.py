@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("POST_STALE_SECONDS", "600", "While the database is unavailable, the distribution service still serves ready "
             "copies of a post whose state it read this recently (no archive can be written then either), so shared links "
             "keep opening. 0: never."),
+    Setting("READY_COPIES", "20000", "Ready copies of live campaigns each distribution process holds in memory (about "
+            "8 KiB each with 9 images), so a page's first open needs no query and opens while the database is down; "
+            "the campaigns loaded longest ago go first."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
     Setting("LOG_FORMAT", "json", "json: one JSON object per line with the request id; text: plain lines."),
     Setting("METRICS_ADDR", "", "host:port for this process's Prometheus /metrics (empty: not served; the web edge "
@@ -143,6 +146,7 @@ class Settings:
     auth_cache_seconds: float
     auth_stale_seconds: float
     post_stale_seconds: float
+    ready_copies: int
     log_level: str
     log_format: str
     metrics_addr: str
@@ -275,6 +279,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         auth_cache_seconds=_float(env, "AUTH_CACHE_SECONDS"),
         auth_stale_seconds=_float(env, "AUTH_STALE_SECONDS"),
         post_stale_seconds=_float(env, "POST_STALE_SECONDS"),
+        ready_copies=_int(env, "READY_COPIES"),
         log_level=env["LOG_LEVEL"].upper(),
         log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
         metrics_addr=env["METRICS_ADDR"],
