@@ -159,14 +159,15 @@ class _Waiting:
 
 @dataclass
 class BatchStats:
-    """What the writer did in this process (tests check that concurrent beacons share writes)."""
+    """What the writer did in this process (tests check that concurrent beacons share writes, and pages' views go
+    through it)."""
 
     beacons: int = 0  # written and acknowledged
     views: int = 0  # views started (pages opened), written and acknowledged
     writes: int = 0  # pipelines sent (each one round trip)
     entries: int = 0  # stream entries (IngestBatch) appended
-    failed: int = 0  # beacons refused because their write failed
-    largest: int = 0  # most beacons in one write
+    failed: int = 0  # beacons and views refused because their write failed
+    largest: int = 0  # most beacons and views in one write
 
 
 class ViewLimiter(Protocol):
