@@ -83,6 +83,11 @@ class StartedView:
     bot: bool
 
 
+def expired(share: ShareToken, now: float, max_age_s: float) -> bool:
+    """Whether a share link is too old to open (``TRACKING_TOKEN_MAX_AGE_DAYS``)."""
+    return now - share.issued_at > max_age_s
+
+
 def valid_visitor(visitor_id: str) -> bool:
     return 8 <= len(visitor_id) <= MAX_VISITOR_CHARS and all(c.isalnum() or c in "-_" for c in visitor_id)
 
@@ -155,7 +160,7 @@ class ViewStarts:
         except InvalidArgument:
             self.refusals.add("forged")
             raise
-        if now - share.issued_at > self.token_max_age_s:
+        if expired(share, now, self.token_max_age_s):
             self.refusals.add("expired")
             raise FailedPrecondition("share_token: this link has expired")
         return share
@@ -199,11 +204,20 @@ class Ingest:
                  *, token_max_age_s: float, clock: Callable[[], float] = time.time) -> None:
         self.log = log_
         self.starts = ViewStarts(tokens, view_key, ip_salt, token_max_age_s=token_max_age_s)
-        self.tokens = tokens
-        self.view_key = view_key
         self.limiter = limiter
-        self.refusals = self.starts.refusals
         self.clock = clock  # server receive time, unix seconds (tests and the demo simulate reading with it)
+
+    @property
+    def tokens(self) -> ShareTokens:
+        return self.starts.tokens
+
+    @property
+    def refusals(self) -> Refusals:
+        return self.starts.refusals
+
+    @property
+    def view_key(self) -> bytes:
+        return self.starts.view_key
 
     def check_view(self, name: str, field: str) -> str:
         """The view id in ``views/{id}``; NOT_FOUND when it was not issued here."""

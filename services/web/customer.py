@@ -33,7 +33,7 @@ from services.shared.errors import ServiceError
 from services.shared.logs import Throttle
 from services.shared.metrics import UNTRACKED_PAGES
 from services.shared.sharetoken import ShareToken
-from services.tracking.ingest import valid_visitor
+from services.tracking.ingest import expired, valid_visitor
 
 from .backends import request_id
 from .beacons import BeaconRefused
@@ -143,7 +143,7 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
         code = err.code() if isinstance(err, grpc.aio.AioRpcError) else getattr(grpc.StatusCode, err.status)
         if code not in UNTRACKED_ON:
             return _refused(edge, request, code)
-        if time.time() - share.issued_at > edge.settings.tracking_token_max_age_days * 86_400:
+        if expired(share, time.time(), edge.settings.tracking_token_max_age_days * 86_400):
             return _refused(edge, request, grpc.StatusCode.FAILED_PRECONDITION)  # what tracking would have said
         started = None  # tracking is down: the reader still gets the post, unrecorded (and the page sends no beacons)
         UNTRACKED_PAGES.labels(code.name).inc()
