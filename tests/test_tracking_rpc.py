@@ -260,6 +260,7 @@ def test_every_role_gets_exactly_the_rpcs_it_may_call_and_refusals_change_nothin
     rules_made: dict[str, str] = {}  # caller -> the rule they tried to delete
 
     def watch(m: Metadata) -> None:
+        t.settle()  # the views earlier calls started are announced before this watcher listens, not to it
         wait_for(lambda: listeners(t, s.rep.name.split("/")[1]) == 0, "earlier streams closed")
         w = Watcher(t, s.rep.name, m)
         try:

@@ -45,6 +45,7 @@ from services.tracking.streams import (
     EventLog,
     LogStats,
     RedisEventLog,
+    caught_up,
     is_transient_error,
     partition_for,
     run_consumer,
@@ -288,6 +289,69 @@ def test_a_blocked_read_wakes_up_when_an_entry_arrives(make_log: MakeLog) -> Non
     finally:
         timer.join()
     assert payloads(got) == [b"late"]
+
+
+def test_a_caught_up_consumer_lingers_so_what_arrives_meanwhile_is_one_batch(make_log: MakeLog) -> None:
+    """The first entry after idling is applied at once; the next read waits out the linger, and what arrived
+    during it (three appends) is handled as one batch."""
+    log = make_log()
+    batches: list[list[bytes]] = []
+
+    def handle(batch: list[Entry]) -> list[tuple[Entry, str]]:
+        batches.append(payloads(batch))
+        return []
+
+    def feed() -> None:
+        while not batches:
+            time.sleep(0.005)
+        for payload in (b"b", b"c", b"d"):  # appended one by one, while the consumer lingers
+            log.append([payload], partition=0)
+
+    log.append([b"a"], partition=0)
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    consume_until(log, "c1", handle, lambda stats: stats.acked == 4, linger_s=2.0, batch_size=10)
+    feeder.join()
+    assert batches == [[b"a"], [b"b", b"c", b"d"]]
+
+
+def test_a_consumer_behind_reads_on_without_lingering(make_log: MakeLog) -> None:
+    """Full batches mean more is waiting: with a linger of a minute, 200 entries in batches of 10 still drain."""
+    log = make_log()
+    for start in range(0, 200, 50):
+        log.append([b"e%d" % i for i in range(start, start + 50)], partition=0)
+    stats = consume_until(log, "c1", lambda batch: [], lambda stats: stats.acked == 200, linger_s=60.0, batch_size=10)
+    assert stats.batches == 20
+
+
+def test_a_stopped_consumer_does_not_wait_out_its_linger(make_log: MakeLog) -> None:
+    log = make_log()
+    log.append([b"a"], partition=0)
+    stop, stats = threading.Event(), ConsumerStats()
+    thread = threading.Thread(target=run_consumer, args=(log, "c1", lambda batch: [], stop), daemon=True,
+                              kwargs={"stats": stats, "block_ms": 50, "trim_interval_s": None, "linger_s": 600.0})
+    thread.start()
+    while stats.acked < 1 and thread.is_alive():
+        time.sleep(0.01)
+    stop.set()
+    thread.join(60)
+    assert stats.acked == 1
+    assert not thread.is_alive()  # it left its 600 s linger when told to stop
+
+
+@pytest.mark.parametrize(("taken", "count", "partitions", "expected"), [
+    ([], 10, 1, True),
+    ([0] * 9, 10, 1, True),
+    ([0] * 10, 10, 1, False),
+    ([0] * 5 + [1] * 2, 10, 2, False),  # partition 0 gave its full share of 5: more may wait there
+    ([0] * 4 + [1] * 4, 10, 2, True),
+    ([2] * 3, 10, 3, False),  # a share of 3 with 3 partitions
+    ([0], 1, 4, False),  # a share is at least one
+])
+def test_caught_up_means_no_partition_gave_its_full_share(taken: list[int], count: int, partitions: int,
+                                                           expected: bool) -> None:
+    batch = [Entry(f"{i}-0", b"x", 1, p) for i, p in enumerate(taken)]
+    assert caught_up(batch, count, partitions) is expected
 
 
 OPS = st.lists(st.one_of(

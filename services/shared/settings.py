@@ -63,6 +63,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACKING_IP_SALT", "", "Salt for hashing client IPs (truncated first); the tracking service and the web edge (which "
             "starts page views itself) must share it. Empty: derived from the secret key."),
     Setting("TRACKING_TOKEN_MAX_AGE_DAYS", "365", "Share links older than this are refused as expired."),
+    Setting("TRACKING_CONSUMER_LINGER_SECONDS", "0.25", "A tracking consumer that has caught up reads again at most "
+            "this often, so what arrives meanwhile is applied in one transaction (each costs about 9 ms of CPU however "
+            "small it is). Adds up to this much to an event's way to its tag. 0: apply whatever arrives at once."),
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
     Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
@@ -135,6 +138,7 @@ class Settings:
     tracking_timezone: str
     tracking_ip_salt: bytes
     tracking_token_max_age_days: float
+    tracking_consumer_linger_seconds: float
     campaign_chunk_size: int
     campaign_resweep_seconds: float
     grpc_max_workers: int
@@ -268,6 +272,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tracking_timezone=_timezone(env["TRACKING_TIMEZONE"]),
         tracking_ip_salt=(env["TRACKING_IP_SALT"].encode() or hashlib.sha256(b"ip-salt:" + secret_key).digest()),
         tracking_token_max_age_days=_positive_float(env, "TRACKING_TOKEN_MAX_AGE_DAYS"),
+        tracking_consumer_linger_seconds=_float(env, "TRACKING_CONSUMER_LINGER_SECONDS"),
         campaign_chunk_size=_int(env, "CAMPAIGN_CHUNK_SIZE"),
         campaign_resweep_seconds=_float(env, "CAMPAIGN_RESWEEP_SECONDS"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),

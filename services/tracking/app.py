@@ -96,7 +96,8 @@ class TrackingApp:
     def start_consumer(self, name: str) -> None:
         self._consumer = threading.Thread(
             target=run_consumer, args=(self.event_log, name, self.handle_batch, self._stop),
-            kwargs={"block_ms": 200}, name=f"tracking-consumer-{name}", daemon=True)
+            kwargs={"block_ms": 200, "linger_s": self.settings.tracking_consumer_linger_seconds},
+            name=f"tracking-consumer-{name}", daemon=True)
         self._consumer.start()
 
     def wait_applied(self, timeout: float = 10.0) -> bool:

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("tracking consumer %s started", args.name)
     try:
-        stats = run_consumer(app.event_log, args.name, app.handle_batch, stop, min_idle_ms=args.min_idle_ms)
+        stats = run_consumer(app.event_log, args.name, app.handle_batch, stop, min_idle_ms=args.min_idle_ms,
+                             linger_s=settings.tracking_consumer_linger_seconds)
         log.info("tracking consumer %s stopped: %s", args.name, stats)
     finally:
         app.close()
