@@ -7,6 +7,9 @@
 - 200 concurrent beacons are all acknowledged (204) and applied exactly once; beacons waiting together share one
   pipelined write, one IngestBatch per partition, in the partition the tracking service would pick.
 - Redis unreachable: 503 with a plain explanation, not 500.
+- A page served while tracking was down asks for its view later (POST /s/{token}/view): 503 while tracking is still
+  down, then the view, the visitor cookie and the forward link; in a real Chromium the page's script does so by
+  itself once tracking is back, and the reading from then on is recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -34,9 +38,10 @@ from services.web.beacons import BeaconRefused, RedisBeacons
 from services.web.customer import VISITOR_COOKIE
 
 from . import infra
+from .helpers import wait_for
 from .test_web import BODY
 from .tracking_harness import Track, log_payloads
-from .web_harness import PHONE_UA, Web, serve_web
+from .web_harness import PHONE_UA, Web, chromium, serve_web
 
 pytestmark = pytest.mark.parametrize("settings", ["production"], indirect=True)
 
@@ -186,6 +191,100 @@ def test_with_tracking_down_a_live_link_is_served_untracked_and_an_expired_one_s
             assert client.get(f"/s/{old}").status_code == 410  # what the tracking service would have said
 
 
+class Outage:
+    """The edge's beacons, with tracking down while ``down`` is set: no view can be started."""
+
+    def __init__(self, beacons: RedisBeacons) -> None:
+        self.beacons = beacons
+        self.down = True
+        self.refused = 0  # views asked for while down
+        self.sent_ms = 0  # engaged time the page's beacons reported
+
+    def open(self) -> None:
+        self.beacons.open()
+
+    async def close(self) -> None:
+        await self.beacons.close()
+
+    async def start_view(self, *args: Any, **kwargs: Any) -> pb.StartViewResponse:
+        if self.down:
+            self.refused += 1
+            raise Unavailable("tracking is down")
+        return await self.beacons.start_view(*args, **kwargs)
+
+    async def record(self, view: str, seq: int, engaged_ms: int, *args: Any, **kwargs: Any) -> None:
+        await self.beacons.record(view, seq, engaged_ms, *args, **kwargs)
+        self.sent_ms += engaged_ms
+
+
+def test_a_page_served_untracked_gets_its_view_once_tracking_is_back(track: Track, beacons: RedisBeacons) -> None:
+    post, token = shared_token(track)
+    outage = Outage(beacons)
+    for web in serve_web(track, outage):
+        with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+            page = client.get(f"/s/{token}")
+            assert page.status_code == 200 and 'data-view=""' in page.text
+            start = re.search(r'data-start="([^"]+)"', page.text)
+            assert start and start.group(1) == f"/s/{token}/view"
+            still_down = client.post(start.group(1))
+            assert still_down.status_code == 503 and still_down.headers["retry-after"] and VISITOR_COOKIE not in client.cookies
+            outage.down = False
+            started = client.post(start.group(1))
+            assert started.status_code == 200, started.text
+            body = started.json()
+            assert body["view"].startswith("views/") and body["interval"] == 10
+            assert body["forward"].startswith(f"{web.url}/s/") and body["forward"] != f"{web.url}/s/{token}"
+            assert client.cookies.get(VISITOR_COOKIE)
+            assert beat(client, view=body["view"], seq=1, engaged_ms=7_000, scroll=40, end=True).status_code == 204
+            forged = client.post(f"/s/{token[:-2]}xx/view")
+            assert forged.status_code == 404
+        assert track.app.wait_applied(20)
+        with track.app.db.read() as s:
+            (row,) = s.scalars(select(ViewRow).where(ViewRow.post_id == post.removeprefix("posts/"))).all()
+        assert f"views/{row.id}" == body["view"] and row.engaged_ms == 7_000 and row.closed
+
+
+def read_through_an_outage(url: str, outage: Outage) -> None:
+    """A phone opens the page while tracking is down, reads 9.5 s or more, looks away a moment, and tracking comes back;
+    once the page has its view (the forward link shows), it reads 4 s more and leaves."""
+    driver = chromium(PHONE_UA)
+    try:
+        driver.get(url)
+        assert driver.find_element("tag name", "body").get_attribute("data-view") == ""
+        assert not driver.find_element("id", "forward-url").is_displayed()
+        wait_for(lambda: outage.refused >= 1, "the page to ask for its view while tracking is down", wait_s=30)
+        time.sleep(8)  # the first ask comes 1.5 to 4.5 s after the load
+        reader = driver.current_window_handle
+        driver.switch_to.new_window("tab")  # hidden a moment: the page settles the time read so far
+        time.sleep(1)
+        driver.close()
+        driver.switch_to.window(reader)
+        wait_for(lambda: driver.execute_script("return document.visibilityState") == "visible", "the page in front")
+        outage.down = False
+        wait_for(lambda: driver.find_element("id", "forward-url").is_displayed(), "the view, and its forward link",
+                 wait_s=60)
+        time.sleep(4)
+        driver.get("about:blank")  # leaving: pagehide flushes the rest
+        time.sleep(1)
+    finally:
+        driver.quit()
+
+
+def test_in_a_browser_a_page_served_in_an_outage_starts_its_view_when_tracking_is_back(track: Track,
+                                                                                     beacons: RedisBeacons) -> None:
+    post, token = shared_token(track)
+    outage = Outage(beacons)
+    for web in serve_web(track, outage):
+        read_through_an_outage(f"{web.url}/s/{token}", outage)
+        wait_for(lambda: track.app.wait_applied(1) and bool(views_of(track, post)) and views_of(track, post)[0].closed,
+                 "the view to be closed", wait_s=30)
+    (row,) = views_of(track, post)
+    # about 4 s read after the view started, as the page reported it: not the 9.5 s or more read before it (the
+    # service would cap that by the view's age anyway, so the page's own report is what is checked)
+    assert 3_000 <= outage.sent_ms <= 8_000, outage.sent_ms
+    assert row.engaged_ms == outage.sent_ms
+
+
 def test_a_forged_view_is_404_and_nothing_is_written(web: Web, beacons: RedisBeacons) -> None:
     _, token = shared_token(web.track)
     (view,) = start_views(web.track, token, 1)
@@ -307,7 +406,7 @@ def test_redis_unreachable_serves_the_page_untracked_and_beacons_503_with_an_exp
     untracked = UNTRACKED_PAGES.labels("UNAVAILABLE")._value.get()
     with httpx.Client(base_url=web_without_redis.url, headers={"user-agent": PHONE_UA}) as client:
         page = client.get(f"/s/{token}")  # the reader still gets the post: without a view, and no forward link
-        assert page.status_code == 200 and 'data-view=""' in page.text and "forward-url" not in page.text
+        assert page.status_code == 200 and 'data-view=""' in page.text and '<footer class="forward" hidden>' in page.text
         assert "价格 199 元" in page.text and VISITOR_COOKIE not in page.cookies
         assert UNTRACKED_PAGES.labels("UNAVAILABLE")._value.get() == untracked + 1
         (view,) = start_views(web_without_redis.track, token, 1)  # a view started while Redis was up

@@ -161,6 +161,7 @@ def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | Non
         Route("/metrics", metrics),
         Route("/s/{token}", bind(customer.share_page), name="share"),
         Route("/s/{token}/images/{index:int}", bind(customer.share_image)),
+        Route("/s/{token}/view", bind(customer.share_view), methods=["POST"], name="share_view"),
         beacon,
         Route("/", home),
         Route("/signin", bind(sessions.signin_page), methods=["GET"]),

@@ -5,9 +5,10 @@ reader without JavaScript is still a view; the script then adds engaged time by 
 tracking protocol (README, "Browser protocol"): visible and focused time only, a
 heartbeat every 10 s, a flush with ``sendBeacon`` when the page is hidden or left.
 If tracking is down (Redis, or the tracking service), the page is served without a
-view, so the reader still reads; it sends no beacons, and
-``contentops_untracked_pages_total`` counts it. Nothing on it names the rep's contacts
-or other reps.
+view, so the reader still reads (``contentops_untracked_pages_total`` counts it). Its
+script then asks for the view itself (``POST /s/{token}/view``, backing off from 3 s to
+a minute, only while the page is visible); once tracking answers, the reading from then
+on is counted like any other. Nothing on it names the rep's contacts or other reps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import grpc
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -140,12 +141,12 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
     try:
         started: tpb.StartViewResponse | None = await _start_view(edge, request, token)
     except (grpc.aio.AioRpcError, ServiceError) as err:
-        code = err.code() if isinstance(err, grpc.aio.AioRpcError) else getattr(grpc.StatusCode, err.status)
+        code = _code(err)
         if code not in UNTRACKED_ON:
             return _refused(edge, request, code)
         if expired(share, time.time(), edge.settings.tracking_token_max_age_days * 86_400):
             return _refused(edge, request, grpc.StatusCode.FAILED_PRECONDITION)  # what tracking would have said
-        started = None  # tracking is down: the reader still gets the post, unrecorded (and the page sends no beacons)
+        started = None  # tracking is down: the reader still gets the post; its script asks for the view later
         UNTRACKED_PAGES.labels(code.name).inc()
         if untracked_warnings.due():
             log.warning("share pages served without a view: tracking %s (%s) [request id %s]", code.name,
@@ -156,13 +157,45 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
                     "height": round(img.height * min(img.width, MAX_IMAGE_WIDTH) / img.width) if img.width else 0}
                    for i, img in enumerate(copy.images)],
         "view": started.view if started else "", "interval": (started.heartbeat_interval_seconds if started else 0) or 10,
-        "forward": str(request.url_for("share", token=started.forward_share_token)) if started and started.forward_share_token
-        else "",
+        "forward": _forward(request, started) if started else "",
+        "start": "" if started else str(request.url_for("share_view", token=token).path),
     }, headers={"cache-control": "no-store"})
     if started is not None:
-        response.set_cookie(VISITOR_COOKIE, started.visitor_id, max_age=VISITOR_MAX_AGE, httponly=True, samesite="lax",
-                            secure=edge.cookie_secure)
+        _visitor_cookie(edge, response, started)
     return response
+
+
+async def share_view(edge, request: Request) -> Response:  # type: ignore[no-untyped-def]
+    """POST /s/{token}/view: the view of a page that was served without one (tracking was down), started now.
+    200 with the view, the heartbeat interval and the forward link as JSON (and the visitor cookie); 503 with
+    Retry-After while tracking is still down; 404 / 410 / 429 as the page would be."""
+    token = request.path_params["token"]
+    try:
+        _share(edge, token)
+        started = await _start_view(edge, request, token)
+    except (grpc.aio.AioRpcError, ServiceError) as err:
+        code = _code(err)
+        if code in UNTRACKED_ON:
+            return PlainTextResponse("tracking unavailable", 503, headers={"retry-after": "10"})
+        return _refused(edge, request, code)
+    response = JSONResponse({"view": started.view, "interval": started.heartbeat_interval_seconds or 10,
+                             "forward": _forward(request, started)}, headers={"cache-control": "no-store"})
+    _visitor_cookie(edge, response, started)
+    return response
+
+
+def _code(err: grpc.aio.AioRpcError | ServiceError) -> grpc.StatusCode:
+    return err.code() if isinstance(err, grpc.aio.AioRpcError) else getattr(grpc.StatusCode, err.status)
+
+
+def _forward(request: Request, started: tpb.StartViewResponse) -> str:
+    """The link a reader forwards: a child of the share, so the forward tree knows who passed it on."""
+    return str(request.url_for("share", token=started.forward_share_token)) if started.forward_share_token else ""
+
+
+def _visitor_cookie(edge, response: Response, started: tpb.StartViewResponse) -> None:  # type: ignore[no-untyped-def]
+    response.set_cookie(VISITOR_COOKIE, started.visitor_id, max_age=VISITOR_MAX_AGE, httponly=True, samesite="lax",
+                        secure=edge.cookie_secure)
 
 
 async def _start_view(edge, request: Request, token: str) -> tpb.StartViewResponse:  # type: ignore[no-untyped-def]
