@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -418,13 +419,17 @@ class Soak:
         self._closing.append(client.close)
         live = [m.name for m in self.fleet.live("consumer")]
         patience = time.monotonic() + 10
-        while True:  # poll, and kill at once; after 10 s one holding anything, after 30 s any
+        victim = None
+        while victim is None:  # poll; after 10 s one holding anything will do, after 30 s any
             pending = self.consumers_pending(client)
             holders = [n for n in live if pending.get(n, 0)]
-            victim = next((n for n in holders if self.held_events(client, n)["started"]), None)
-            if victim or (time.monotonic() > patience and holders) or time.monotonic() > patience + 20:
-                victim = victim or (holders or live)[0]
-                break
+            starts = [n for n in holders if self.held_events(client, n)["started"]]
+            for name in starts or (holders if time.monotonic() > patience else []):
+                victim = self.freeze_holding(client, name)
+                if victim:
+                    break
+            if victim is None and time.monotonic() > patience + 20:
+                victim = live[0]
         fault.began = self.clock.now()
         self.fleet.kill(victim)
         held = self.consumers_pending(client).get(victim, 0)
@@ -447,6 +452,16 @@ class Soak:
                 fault.detail += f"; all {victim}'s pending entries reclaimed {took:.1f} s after the kill"
 
         threading.Thread(target=reclaimed, daemon=True).start()
+
+    def freeze_holding(self, client: redis.Redis, name: str) -> str | None:
+        """SIGSTOP the consumer if it still holds entries once stopped (a consumer lingering between batches holds
+        none most of the time, so the kill must not race its ack): its name, frozen; else None, running again."""
+        pid = self.fleet.procs[name].proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        if self.consumers_pending(client).get(name, 0):
+            return name
+        os.kill(pid, signal.SIGCONT)
+        return None
 
     def fault_postgres(self, fault: report.Fault, _editor: Editor) -> None:
         fault.began = self.clock.now()
