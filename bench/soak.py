@@ -458,10 +458,13 @@ class Soak:
         none most of the time, so the kill must not race its ack): its name, frozen; else None, running again."""
         pid = self.fleet.procs[name].proc.pid
         os.kill(pid, signal.SIGSTOP)
-        if self.consumers_pending(client).get(name, 0):
-            return name
-        os.kill(pid, signal.SIGCONT)
-        return None
+        holding = False
+        try:
+            holding = bool(self.consumers_pending(client).get(name, 0))
+        finally:
+            if not holding:
+                os.kill(pid, signal.SIGCONT)
+        return name if holding else None
 
     def fault_postgres(self, fault: report.Fault, _editor: Editor) -> None:
         fault.began = self.clock.now()
