@@ -34,7 +34,7 @@ from services.tracking.domain.ratelimit import VISITOR_VIEWS
 from services.tracking.ingest import view_key_for
 from services.tracking.models import EventRow, ViewRow
 from services.tracking.streams import RedisEventLog, stream_key
-from services.web.beacons import BeaconRefused, RedisBeacons
+from services.web.beacons import RedisBeacons
 from services.web.customer import VISITOR_COOKIE
 
 from . import infra
@@ -164,33 +164,6 @@ def test_the_edge_refuses_expired_links_and_view_floods_as_the_tracking_service_
     assert beacons.stats.views == opened.count(200)
 
 
-class TrackingDown:
-    """Beacons whose tracking is unreachable: every view and beacon is Unavailable."""
-
-    def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def start_view(self, *args: object, **kwargs: object) -> pb.StartViewResponse:
-        raise Unavailable("tracking is down")
-
-    async def record(self, *args: object, **kwargs: object) -> None:
-        raise BeaconRefused(503, "tracking is down")
-
-
-def test_with_tracking_down_a_live_link_is_served_untracked_and_an_expired_one_still_410(track: Track) -> None:
-    _, token = shared_token(track)
-    share = track.app.ingest.tokens.verify(token)
-    old, _ = track.app.ingest.tokens.child(share, now=time.time() - track.app.settings.tracking_token_max_age_days * 86_400 - 60)
-    for web in serve_web(track, TrackingDown()):
-        with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
-            live = client.get(f"/s/{token}")
-            assert live.status_code == 200 and 'data-view=""' in live.text and "价格 199 元" in live.text
-            assert client.get(f"/s/{old}").status_code == 410  # what the tracking service would have said
-
-
 class Outage:
     """The edge's beacons, with tracking down while ``down`` is set: no view can be started."""
 
@@ -215,6 +188,18 @@ class Outage:
     async def record(self, view: str, seq: int, engaged_ms: int, *args: Any, **kwargs: Any) -> None:
         await self.beacons.record(view, seq, engaged_ms, *args, **kwargs)
         self.sent_ms += engaged_ms
+
+
+def test_with_tracking_down_a_live_link_is_served_untracked_and_an_expired_one_still_410(track: Track,
+                                                                                            beacons: RedisBeacons) -> None:
+    _, token = shared_token(track)
+    share = track.app.ingest.tokens.verify(token)
+    old, _ = track.app.ingest.tokens.child(share, now=time.time() - track.app.settings.tracking_token_max_age_days * 86_400 - 60)
+    for web in serve_web(track, Outage(beacons)):
+        with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
+            live = client.get(f"/s/{token}")
+            assert live.status_code == 200 and 'data-view=""' in live.text and "价格 199 元" in live.text
+            assert client.get(f"/s/{old}").status_code == 410  # what the tracking service would have said
 
 
 def test_a_page_served_untracked_gets_its_view_once_tracking_is_back(track: Track, beacons: RedisBeacons) -> None:

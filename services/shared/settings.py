@@ -156,6 +156,10 @@ class Settings:
     metrics_addr: str
 
     @property
+    def tracking_token_max_age_seconds(self) -> float:
+        return self.tracking_token_max_age_days * 86_400
+
+    @property
     def embedded_tasks(self) -> bool:
         return not self.redis_url
 

@@ -16,7 +16,6 @@ from services.shared.grpcserver import ServiceSpec, current_principal
 from services.shared.identity.domain import Role
 
 from .activity import ActivityHub
-from .domain.engagement import HEARTBEAT_INTERVAL_MS
 from .domain.interest import TagRule, validate_rule
 from .ingest import Ingest
 from .service import ContactView, EvidenceView, TrackingService
@@ -82,9 +81,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
             raise InvalidArgument("share_token", "required")
         started = self.ingest.start_view(request.share_token, request.visitor_id, request.user_agent, request.referrer,
                                          request.client_ip)
-        return pb.StartViewResponse(view=f"views/{started.view}", visitor_id=started.visitor_id,
-                                    forward_share_token=started.forward_token,
-                                    heartbeat_interval_seconds=HEARTBEAT_INTERVAL_MS // 1000, bot=started.bot)
+        return started.response()
 
     def RecordEngagement(self, request_iterator: Iterable[pb.RecordEngagementRequest],
                          context: grpc.ServicerContext) -> pb.RecordEngagementResponse:

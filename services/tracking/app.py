@@ -27,7 +27,7 @@ from services.shared.sharetoken import ShareTokens
 from .activity import ActivityHub, MemoryHub, RedisHub
 from .aggregate import Aggregator
 from .eventlog_memory import MemoryEventLog
-from .ingest import Ingest, view_key_for
+from .ingest import Ingest, ViewStarts
 from .limits import RateLimiter, RedisRateLimiter
 from .service import TrackingService
 from .streams import Entry, EventLog, RedisEventLog, run_consumer
@@ -62,8 +62,7 @@ class TrackingApp:
         half_life = timedelta(days=settings.tracking_half_life_days)
         aggregator = Aggregator(db, half_life=half_life)
         share_tokens = ShareTokens(list(settings.share_token_keys))
-        ingest = Ingest(event_log, share_tokens, view_key_for(settings.secret_key), settings.tracking_ip_salt, limiter,
-                        token_max_age_s=settings.tracking_token_max_age_days * 86_400)
+        ingest = Ingest(event_log, ViewStarts.from_settings(settings, share_tokens), limiter)
         service = TrackingService(db, aggregator, share_tokens, event_log, tz=settings.tracking_timezone,
                                   half_life=half_life)
         app = cls(settings, db, IdentityStore.from_settings(db, settings), event_log, aggregator, hub, ingest,

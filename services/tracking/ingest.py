@@ -26,9 +26,11 @@ from prometheus_client import Counter
 from services.protos.contentops.tracking.v1 import tracking_pb2 as pb
 from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from services.shared.ids import new_id
+from services.shared.settings import Settings
 from services.shared.sharetoken import ShareToken, ShareTokens
 
 from .domain import bots, privacy
+from .domain.engagement import HEARTBEAT_INTERVAL_MS
 from .limits import RateLimiter
 from .streams import EventLog
 
@@ -81,6 +83,12 @@ class StartedView:
     visitor_id: str
     forward_token: str
     bot: bool
+
+    def response(self) -> pb.StartViewResponse:
+        """What StartView answers, and what the web edge's own start gives its page."""
+        return pb.StartViewResponse(view=f"views/{self.view}", visitor_id=self.visitor_id,
+                                    forward_share_token=self.forward_token,
+                                    heartbeat_interval_seconds=HEARTBEAT_INTERVAL_MS // 1000, bot=self.bot)
 
 
 def expired(share: ShareToken, now: float, max_age_s: float) -> bool:
@@ -150,6 +158,12 @@ class ViewStarts:
         self.token_max_age_s = token_max_age_s
         self.refusals = Refusals()
 
+    @classmethod
+    def from_settings(cls, settings: Settings, tokens: ShareTokens | None = None) -> ViewStarts:
+        """The deployment's: its share-link keys (or ``tokens`` made from them), view key, IP salt and link age."""
+        return cls(tokens or ShareTokens(list(settings.share_token_keys)), view_key_for(settings.secret_key),
+                   settings.tracking_ip_salt, token_max_age_s=settings.tracking_token_max_age_seconds)
+
     def new_view_id(self) -> str:
         uid = new_id()
         return f"{uid}-{sign_view(self.view_key, uid)}"
@@ -200,10 +214,10 @@ TOO_MANY_VIEWS = "too many views from this visitor or network; slow down"
 
 
 class Ingest:
-    def __init__(self, log_: EventLog, tokens: ShareTokens, view_key: bytes, ip_salt: bytes, limiter: RateLimiter,
-                 *, token_max_age_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, log_: EventLog, starts: ViewStarts, limiter: RateLimiter, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.log = log_
-        self.starts = ViewStarts(tokens, view_key, ip_salt, token_max_age_s=token_max_age_s)
+        self.starts = starts
         self.limiter = limiter
         self.clock = clock  # server receive time, unix seconds (tests and the demo simulate reading with it)
 

@@ -47,8 +47,6 @@ from redis.exceptions import RedisError
 from services.protos.contentops.tracking.v1 import tracking_pb2 as tpb
 from services.shared.errors import NotFound, ResourceExhausted, ServiceError, Unavailable
 from services.shared.settings import Settings
-from services.shared.sharetoken import ShareTokens
-from services.tracking.domain.engagement import HEARTBEAT_INTERVAL_MS
 from services.tracking.ingest import (
     MAX_HEARTBEATS_PER_CALL,
     TOO_MANY_VIEWS,
@@ -56,7 +54,6 @@ from services.tracking.ingest import (
     check_view,
     ended_event,
     heartbeat_event,
-    view_key_for,
 )
 from services.tracking.limits import AsyncViewLimiter, RateLimiter
 from services.tracking.streams import DEFAULT_PREFIX, entry_fields, partition_for, stream_key
@@ -202,9 +199,7 @@ class RedisBeacons:
     @classmethod
     def from_settings(cls, settings: Settings, *, prefix: str = DEFAULT_PREFIX, url: str | None = None) -> RedisBeacons:
         """The tracking service's log: its Redis, its streams, its view key. ``prefix`` and ``url`` for tests."""
-        starts = ViewStarts(ShareTokens(list(settings.share_token_keys)), view_key_for(settings.secret_key),
-                            settings.tracking_ip_salt, token_max_age_s=settings.tracking_token_max_age_days * 86_400)
-        return cls(url if url is not None else settings.redis_url, starts, prefix=prefix,
+        return cls(url if url is not None else settings.redis_url, ViewStarts.from_settings(settings), prefix=prefix,
                    partitions=settings.tracking_stream_partitions)
 
     def open(self) -> None:
@@ -246,9 +241,7 @@ class RedisBeacons:
             await self._append(started.view, [event], starts_view=True)
         except BeaconRefused as refused:
             raise Unavailable(refused.text) from None
-        return tpb.StartViewResponse(view=f"views/{started.view}", visitor_id=started.visitor_id,
-                                     forward_share_token=started.forward_token,
-                                     heartbeat_interval_seconds=HEARTBEAT_INTERVAL_MS // 1000, bot=started.bot)
+        return started.response()
 
     async def _append(self, view_id: str, events: list[tpb.IngestEvent], *, starts_view: bool) -> None:
         """Queue a view's events for the writer; return once Redis has them (``BeaconRefused`` 503 if not)."""

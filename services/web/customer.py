@@ -133,7 +133,7 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
     try:
         share = _share(edge, token)
     except ServiceError as err:
-        return _refused(edge, request, getattr(grpc.StatusCode, err.status))
+        return _refused(edge, request, _code(err))
     try:
         copy = await _copy(edge, share, edge.backends.metadata(request_id(request)))
     except grpc.aio.AioRpcError as err:
@@ -144,7 +144,7 @@ async def share_page(edge, request: Request) -> Response:  # type: ignore[no-unt
         code = _code(err)
         if code not in UNTRACKED_ON:
             return _refused(edge, request, code)
-        if expired(share, time.time(), edge.settings.tracking_token_max_age_days * 86_400):
+        if expired(share, time.time(), edge.settings.tracking_token_max_age_seconds):
             return _refused(edge, request, grpc.StatusCode.FAILED_PRECONDITION)  # what tracking would have said
         started = None  # tracking is down: the reader still gets the post; its script asks for the view later
         UNTRACKED_PAGES.labels(code.name).inc()
@@ -223,7 +223,7 @@ async def share_image(edge, request: Request) -> Response:  # type: ignore[no-un
     try:
         share = _share(edge, token)
     except ServiceError as err:
-        return _refused(edge, request, getattr(grpc.StatusCode, err.status))
+        return _refused(edge, request, _code(err))
     b = edge.backends
     md = b.metadata(request_id(request))
     try:
