@@ -16,8 +16,8 @@ For the whole run, at once (bench/soak_load.py): an editor publishes a campaign 
   what the dead one held (``--min-idle-ms``);
 - PostgreSQL stopped for ``--pg-down`` seconds, then started.
 
-Then the load stops, the consumers drain and the campaigns finish (the beat's resweep re-queues what a killed worker
-held), and the report (printed, and written to bench/out/soak.md) checks: every acknowledged heartbeat and beacon
+Then the load stops, the consumers drain and the campaigns finish (the beat's sweep re-queues what a killed worker
+held once its lease runs out), and the report (printed, and written to bench/out/soak.md) checks: every acknowledged heartbeat and beacon
 stored once with its engaged time, nothing double-counted; exactly one ready copy per targeted rep per campaign;
 clients saw only UNAVAILABLE / 503, and only during an outage; no process died on its own. It also gives the rates
 reached, the fault timeline, and every process's memory at the start, at the end and at its peak, and the CPU it used.
@@ -109,6 +109,7 @@ class Options:
     pg_down: float
     min_idle_ms: int
     resweep_seconds: float
+    lease_seconds: float
     grace: float
     out: Path
     keep_logs: Path | None
@@ -141,7 +142,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--redis-down", type=float, default=5.0, help="s between Redis's SIGKILL and its restart")
     p.add_argument("--pg-down", type=float, default=15.0, help="s PostgreSQL is stopped")
     p.add_argument("--min-idle-ms", type=int, default=10_000, help="consumers reclaim entries idle this long on another")
-    p.add_argument("--resweep-seconds", type=float, default=20.0, help="CAMPAIGN_RESWEEP_SECONDS: pending copies re-queued")
+    p.add_argument("--resweep-seconds", type=float, default=20.0, help="CAMPAIGN_RESWEEP_SECONDS: copies never taken re-queued")
+    p.add_argument("--lease-seconds", type=float, default=60.0, help="CAMPAIGN_LEASE_SECONDS: a dead worker's copies re-queued")
     p.add_argument("--grace", type=float, default=15.0, help="s after an outage ends when clients may still see UNAVAILABLE")
     p.add_argument("--out", type=Path, default=OUT, help="where the Markdown report goes")
     p.add_argument("--keep-logs", type=Path, help="copy every process's log here at the end")
@@ -149,8 +151,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     seconds = a.seconds if a.seconds is not None else a.minutes * 60
     return Options(seconds, a.page_rate, a.beacon_rate, a.beacon_interval, a.heartbeat_rate, a.heartbeat_interval,
                    a.beats_per_view, a.campaign_every or min(60.0, max(10.0, seconds / 5)), a.teams, a.reps_per_team,
-                   a.image_side, a.consumers, a.workers, a.redis_down, a.pg_down, a.min_idle_ms, a.resweep_seconds, a.grace,
-                   a.out, a.keep_logs)
+                   a.image_side, a.consumers, a.workers, a.redis_down, a.pg_down, a.min_idle_ms, a.resweep_seconds,
+                   a.lease_seconds, a.grace, a.out, a.keep_logs)
 
 
 def fault_plan(seconds: float) -> list[tuple[float, str]]:
@@ -215,7 +217,8 @@ class Soak:
         self.env = clean_environ(
             DATABASE_URL=stores.database_url, DATABASE_AUTO_MIGRATE="0", REDIS_URL=stores.redis.url, **s3_env,
             CONTENTOPS_DATA_DIR=str(tmp / "data"), CONTENTOPS_SECRET_KEY="soak-secret", LOG_LEVEL="WARNING",
-            SCHEDULER_INTERVAL_SECONDS="5", CAMPAIGN_RESWEEP_SECONDS=f"{opts.resweep_seconds:g}", SHUTDOWN_GRACE_SECONDS="5",
+            SCHEDULER_INTERVAL_SECONDS="5", CAMPAIGN_RESWEEP_SECONDS=f"{opts.resweep_seconds:g}",
+            CAMPAIGN_LEASE_SECONDS=f"{opts.lease_seconds:g}", SHUTDOWN_GRACE_SECONDS="5",
             PYTHONPATH=str(ROOT), PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}", **self.addresses)
         self.fleet = Fleet(self.env, ROOT, tmp / "logs")
         self.usage = Usage()
@@ -383,6 +386,20 @@ class Soak:
         fault.ended = self.clock.now()
         fault.detail = (f"SIGKILL {victim.name} (pids {', '.join(map(str, tree))}) with {in_hand} render_chunk task(s) in hand, "
                         f"during {what}; started {new}, answering a ping {took:.1f} s later")
+        if campaign is not None:
+            threading.Thread(target=self._campaign_done, args=(fault, campaign), daemon=True).start()
+
+    def _campaign_done(self, fault: report.Fault, campaign: Campaign) -> None:
+        """When the killed node's campaign had every copy ready (what it held comes back once its lease runs out)."""
+        def done() -> bool:
+            try:
+                return self.pending_copies(campaign.post) == 0
+            except psycopg.Error:
+                return False  # PostgreSQL stopped by another fault: ask again
+        took = settled(done, DRAIN_SECONDS, 1.0)
+        fault.detail += (f"; campaign #{campaign.index} all ready {self.clock.now() - fault.began:.1f} s after the kill"
+                         if took is not None
+                         else f"; campaign #{campaign.index} NOT all ready within {DRAIN_SECONDS} s of the kill")
 
     def fault_redis(self, fault: report.Fault, _editor: Editor) -> None:
         """SIGKILL Redis (no shutdown save; the AOF is all that is left), then start it on the same port and folder."""

@@ -371,7 +371,7 @@ def test_beat_schedule_has_every_sweep() -> None:
                               "SCHEDULER_INTERVAL_SECONDS": "7"})
     app = make_celery(settings)
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
-    assert schedule == {PUBLISH_DUE: 7.0, RELAY: 7.0, "contentops.distribution.redispatch_stale": 60.0,
+    assert schedule == {PUBLISH_DUE: 7.0, RELAY: 7.0, "contentops.distribution.redispatch_stale": 30.0,
                         "contentops.tracking.purge_events": 3600.0}
     app.loader.import_default_modules()
     assert {PUBLISH_DUE, RELAY} <= set(app.tasks)

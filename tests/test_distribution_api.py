@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -44,6 +45,22 @@ class NoFanout(Fanout):
 
     def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None:
         pass
+
+
+class Recording(Fanout):
+    """Workers that never come, but every chunk queued is kept."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, list[str]]] = []
+
+    def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None:
+        self.chunks += [(campaign_id, list(c)) for c in chunks]
+
+    def take(self) -> list[str]:
+        """The reps queued since the last take, sorted."""
+        reps = sorted(r for _, chunk in self.chunks for r in chunk)
+        self.chunks.clear()
+        return reps
 
 
 @dataclass
@@ -103,6 +120,11 @@ def dist(harness) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def lazy(harness) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
     yield from _dist(harness, NoFanout())
+
+
+@pytest.fixture
+def recorded(harness) -> Iterator[Dist]:  # type: ignore[no-untyped-def]
+    yield from _dist(harness, Recording())
 
 
 def code_of(call, *args, **kwargs) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
@@ -563,3 +585,77 @@ def test_a_reps_contact_qr_is_drawn_on_the_badge(dist: Dist) -> None:
 
     dark_qr, dark_name = badge_darkness(with_qr), badge_darkness(without)
     assert dark_qr > 3 * dark_name  # QR modules are solid dark; a name is thin strokes
+
+
+# ---- a worker that dies mid-chunk -------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """A worker process killed outright: nothing after this runs, nothing is cleaned up."""
+
+
+def test_a_dead_workers_copies_are_queued_again_once_its_lease_runs_out(recorded: Dist, monkeypatch: pytest.MonkeyPatch) -> None:
+    fanout, service = recorded.app.fanout, recorded.app.service
+    assert isinstance(fanout, Recording)
+    reps = sorted(recorded.rep(f"rep{i}", user=False)[0].name.removeprefix("reps/") for i in range(6))
+    recorded.publish(images=1)
+    [(campaign, chunk)] = fanout.chunks
+    assert sorted(chunk) == reps
+    fanout.take()
+    now = [service_module._now()]
+    monkeypatch.setattr(service_module, "_now", lambda: now[0])
+    resweep = timedelta(seconds=300)
+
+    def sweep(at: float) -> list[str]:  # seconds after now[0] was first read
+        now[0] = start + timedelta(seconds=at)
+        count = service.redispatch_stale(resweep)
+        queued = fanout.take()
+        assert count == len(queued)
+        return queued
+
+    start = now[0]
+    assert sweep(0) == []  # queued at publish, not yet taken: the broker holds it, nothing to do
+
+    real = service.render_copy
+
+    def dies(campaign_id: str, rep_id: str) -> bool:
+        raise Killed  # while rendering the chunk's first copy
+
+    monkeypatch.setattr(service, "render_copy", dies)
+    with pytest.raises(Killed):
+        service.render_chunk(campaign, reps)
+    monkeypatch.setattr(service, "render_copy", real)
+    left = reps
+    assert sweep(59) == []  # the lease (60 s) still holds: the worker may be alive, just slow
+    assert sweep(61) == left  # it ran out: queued again at once, not CAMPAIGN_RESWEEP_SECONDS after publishing
+    assert sweep(62) == []  # queued again: held for the resweep, not sent at every sweep
+    assert sweep(61 + 301) == left  # still nobody took them
+
+    # A live worker renews its lease after each copy, so a chunk slower than the lease is never queued twice.
+    mid_chunk: list[list[str]] = []
+
+    def slow(campaign_id: str, rep_id: str) -> bool:
+        now[0] += timedelta(seconds=50)  # each copy takes 50 s: the chunk outlives its first lease 4 times over
+        mid_chunk.append(sweep((now[0] - start).total_seconds()))
+        return real(campaign_id, rep_id)
+
+    monkeypatch.setattr(service, "render_copy", slow)
+    assert service.render_chunk(campaign, left) == len(left)
+    assert mid_chunk == [[]] * len(left)
+    assert sweep((now[0] - start).total_seconds() + 10_000) == []  # ready copies are never queued again
+    with recorded.app.db.read() as s:
+        assert set(s.scalars(select(CopyRow.state).where(CopyRow.campaign_id == campaign))) == {"ready"}
+
+
+def test_copies_whose_chunk_was_never_queued_are_queued_after_the_resweep(recorded: Dist, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publish handler planned the campaign and died before dispatching it: no worker ever leased a copy."""
+    fanout, service = recorded.app.fanout, recorded.app.service
+    assert isinstance(fanout, Recording)
+    reps = sorted(recorded.rep(f"rep{i}", user=False)[0].name.removeprefix("reps/") for i in range(3))
+    recorded.publish(images=1)
+    fanout.take()  # lost
+    start = service_module._now()
+    for after, queued in ((299, []), (301, reps), (302, []), (301 + 301, reps)):
+        monkeypatch.setattr(service_module, "_now", lambda a=after: start + timedelta(seconds=a))
+        assert service.redispatch_stale(timedelta(seconds=300)) == len(queued)
+        assert fanout.take() == queued

@@ -35,6 +35,7 @@ REDIS_DB = 14
 REDIS_URL = f"{infra.REDIS_URL.rsplit('/', 1)[0]}/{REDIS_DB}"
 WAIT = 120  # upper bound on a loaded 2-core machine; never an assertion on speed
 REPS = 30
+LEASE = 3  # s a worker holds its chunk's copies without renewing
 
 
 def _clear(r: redis.Redis) -> None:
@@ -56,6 +57,8 @@ def env(pg_url: str, s3_server: infra.S3Server, tmp_path: Path) -> Iterator[dict
         "CONTENTOPS_DATA_DIR": str(tmp_path / "data"),
         "CONTENTOPS_SECRET_KEY": "test-secret",
         "CAMPAIGN_CHUNK_SIZE": "2",
+        "CAMPAIGN_LEASE_SECONDS": str(LEASE),
+        "CAMPAIGN_RESWEEP_SECONDS": "300",
         "PYTHONPATH": str(ROOT),
         **s3_server.env(f"campaign-{uuid.uuid4().hex[:10]}"),
     }
@@ -120,15 +123,21 @@ def test_a_worker_killed_mid_campaign_leaves_every_rep_exactly_one_copy(env: dic
         assert len(before) == REPS and "pending" in before.values(), "the kill came too late to test anything"
 
         with worker(env, log):
-            # The killed worker's chunk stays unacknowledged in Redis until the visibility timeout (an hour);
-            # beat's sweep re-queues copies still pending. Run it now instead of waiting for beat.
+            # The killed worker's chunk stays unacknowledged in Redis until the visibility timeout (an hour), and its
+            # campaign is younger than the resweep (300 s); its lease ran out LEASE s after its last copy, so beat's
+            # sweep (every 30 s; sent here until done instead of waiting for beat) queues it again.
             client = make_celery(settings)
+            queued: list[int] = []
+
+            def swept_and_ready() -> bool:
+                queued.append(client.send_task("contentops.distribution.redispatch_stale", queue="distribution").get(timeout=WAIT))
+                return set(states(dist).values()) == {"ready"}
+
             try:
-                client.send_task("contentops.distribution.redispatch_stale", args=[0], queue="distribution").get(
-                    timeout=WAIT)
+                wait_for(swept_and_ready, "every copy to be ready", WAIT)
             finally:
                 client.close()
-            wait_for(lambda: set(states(dist).values()) == {"ready"}, "every copy to be ready", WAIT)
+            assert sum(queued) >= 1  # the dead worker's chunk came back through the sweep, not the broker
 
         with dist.db.read() as s:
             rows = list(s.scalars(select(CopyRow)))

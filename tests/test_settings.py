@@ -38,7 +38,8 @@ def test_production_settings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "value"), [("MAX_ASSET_BYTES", "lots"), ("MAX_ASSET_BYTES", "0"),
                                              ("SHUTDOWN_GRACE_SECONDS", "-1"), ("MINIO_SECURE", "maybe"), ("READY_COPIES", "0"),
-                                             ("TRACKING_TIMEZONE", "Mars/Olympus"), ("TRACKING_HALF_LIFE_DAYS", "0")])
+                                             ("TRACKING_TIMEZONE", "Mars/Olympus"), ("TRACKING_HALF_LIFE_DAYS", "0"),
+                                             ("CAMPAIGN_LEASE_SECONDS", "0")])
 def test_bad_values_are_refused_with_the_variable_named(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({"CONTENTOPS_DATA_DIR": str(tmp_path), name: value})

@@ -274,7 +274,7 @@ def test_a_short_soak_with_every_fault_loses_nothing_and_counts_nothing_twice(tm
     run = subprocess.run(
         [sys.executable, "-m", "bench.soak", "--seconds", "50", "--page-rate", "5", "--beacon-rate", "25",
          "--heartbeat-rate", "100", "--teams", "2", "--reps-per-team", "60", "--redis-down", "3", "--pg-down", "8",
-         "--resweep-seconds", "10", "--out", str(out), "--keep-logs", str(tmp_path / "logs")],
+         "--resweep-seconds", "10", "--lease-seconds", "10", "--out", str(out), "--keep-logs", str(tmp_path / "logs")],
         cwd=ROOT, capture_output=True, text=True, timeout=840, check=False)
     assert out.exists(), f"no report ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
     text = out.read_text(encoding="utf-8")

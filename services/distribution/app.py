@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.shared import metrics
 from services.shared.apiutil import PageTokens
@@ -100,7 +101,8 @@ class DistributionApp:
             locks = LocalLocks() if settings.embedded_tasks else RedisLocks(settings.redis_url)
         identity = IdentityStore.from_settings(db, settings)
         service = DistributionService(db, blobs, identity, ShareTokens(list(settings.share_token_keys)), locks,
-                                      fanout, settings.campaign_chunk_size, settings.post_stale_seconds, settings.ready_copies)
+                                      fanout, settings.campaign_chunk_size, settings.post_stale_seconds, settings.ready_copies,
+                                      timedelta(seconds=settings.campaign_lease_seconds))
         if isinstance(fanout, InProcessFanout):
             fanout.service = service
         metrics.register_gauge("contentops_campaign_copies", "Copies of campaigns published in the last 7 days, by state",

@@ -73,6 +73,8 @@ class CopyRow(Base):
     failure: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     render_time: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    # While pending: until when a worker (or a sweep that queued it again) holds it; see render_chunk.
+    lease_until: Mapped[datetime | None] = mapped_column(TS, nullable=True)
 
 
 class VariantRow(Base):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.content.events import POST_CHANGED, POST_PUBLISHED
@@ -166,7 +166,7 @@ def parse_revision(name: str) -> tuple[str, int]:
 class DistributionService:
     def __init__(self, db: Database, blobs: BlobStore, identity: IdentityStore, tokens: ShareTokens,
                  locks: RenderLocks, fanout: Fanout, chunk_size: int = 25, stale_seconds: float = 0.0,
-                 ready_copies: int = DEFAULT_BUDGET) -> None:
+                 ready_copies: int = DEFAULT_BUDGET, lease: timedelta = timedelta(seconds=60)) -> None:
         self.db = db
         self.blobs = blobs
         self.identity = identity
@@ -174,6 +174,7 @@ class DistributionService:
         self.locks = locks
         self.fanout = fanout
         self.chunk_size = chunk_size
+        self.lease = lease  # how long a worker's hold on its chunk's copies lasts unless renewed (render_chunk)
         self.stale_seconds = stale_seconds  # see _stale
         # Both caches keep time.monotonic() of the database's answer.
         self._views: dict[tuple[str, str], tuple[float, CopyView]] = {}
@@ -383,15 +384,35 @@ class DistributionService:
         return list(s.scalars(q))  # type: ignore[attr-defined]
 
     def render_chunk(self, campaign_id: str, rep_ids: Sequence[str]) -> int:
-        """Render each rep's copy unless it is already done. Safe to run twice."""
+        """Render each rep's copy unless it is already done. Safe to run twice.
+
+        The chunk's pending copies are leased while it runs, the lease renewed after each copy: a worker that dies
+        mid-chunk (its message held unacknowledged by the broker for the visibility timeout, an hour) stops renewing,
+        and the next sweep (``redispatch_stale``) queues what it left as soon as the lease runs out.
+        """
         done = 0
+        left = list(rep_ids)
+        self._lease(campaign_id, left, self.lease)
         for rep_id in rep_ids:
             try:
                 if self.render_copy(campaign_id, rep_id):
                     done += 1
             except Unavailable:
                 raise  # transient: let the task retry the chunk; finished copies are skipped next time
+            left.remove(rep_id)
+            if left:
+                self._lease(campaign_id, left, self.lease)
         return done
+
+    def _lease(self, campaign_id: str, rep_ids: Sequence[str], length: timedelta) -> None:
+        """Hold the pending copies among ``rep_ids`` for ``length`` from now (a later lease replaces an earlier one)."""
+        with self.db.write() as s:
+            s.execute(
+                update(CopyRow)
+                .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(rep_ids), CopyRow.state == "pending")
+                .values(lease_until=_now() + length)
+                .execution_options(synchronize_session=False)
+            )
 
     def render_copy(self, campaign_id: str, rep_id: str) -> bool:
         """Render one copy. True if it is ready afterwards; False if it failed for good (reason stored)."""
@@ -519,24 +540,38 @@ class DistributionService:
         return variation.image_record(key, ref.blob_key, variant)
 
     def redispatch_stale(self, older_than: timedelta) -> int:
-        """Queue again the pending copies of campaigns older than ``older_than``.
+        """Queue again the pending copies nobody is rendering, and return how many. Run by beat (every 30 s).
 
-        A worker killed outright (not just its pool child) leaves its chunk
-        unacknowledged in Redis until the visibility timeout, an hour; this
-        sweep, run by beat, gets such copies rendered long before. Rendering is
-        idempotent, so a chunk that was merely slow costs only duplicate work.
+        - A copy whose lease ran out: the worker rendering its chunk died (or hung) without finishing it. A worker
+          killed outright, not just its pool child, leaves its chunk unacknowledged in Redis until the visibility
+          timeout, an hour; its lease runs out within ``lease`` (CAMPAIGN_LEASE_SECONDS) of its last copy.
+        - A copy never leased, of a campaign published more than ``older_than`` ago: its chunk was never queued (the
+          publish handler died between planning and dispatch) or never reached a worker.
+
+        Each copy queued again is leased for ``older_than``, so one still waiting in a long queue is not queued
+        again at every sweep, only once per ``older_than``. Rendering is idempotent: a chunk that was merely slow
+        costs only duplicate work.
         """
-        cutoff = _now() - older_than
-        with self.db.read() as s:
+        now = _now()
+        with self.db.write() as s:
             rows = s.execute(
                 select(CopyRow.campaign_id, CopyRow.rep_id)
                 .join(CampaignRow, CampaignRow.id == CopyRow.campaign_id)
-                .where(CopyRow.state == "pending", CampaignRow.create_time <= cutoff)
+                .where(CopyRow.state == "pending",
+                       or_(CopyRow.lease_until < now,
+                           and_(CopyRow.lease_until.is_(None), CampaignRow.create_time <= now - older_than)))
                 .order_by(CopyRow.campaign_id, CopyRow.rep_id)
             ).all()
-        by_campaign: dict[str, list[str]] = {}
-        for campaign_id, rep_id in rows:
-            by_campaign.setdefault(campaign_id, []).append(rep_id)
+            by_campaign: dict[str, list[str]] = {}
+            for campaign_id, rep_id in rows:
+                by_campaign.setdefault(campaign_id, []).append(rep_id)
+            for campaign_id, reps in by_campaign.items():
+                for i in range(0, len(reps), 500):  # bounded IN lists
+                    s.execute(update(CopyRow)
+                              .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(reps[i:i + 500]),
+                                     CopyRow.state == "pending")
+                              .values(lease_until=now + older_than)
+                              .execution_options(synchronize_session=False))
         for campaign_id, reps in by_campaign.items():
             self.fanout.dispatch(campaign_id, [reps[i:i + self.chunk_size] for i in range(0, len(reps), self.chunk_size)])
         return len(rows)

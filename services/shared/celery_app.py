@@ -96,7 +96,7 @@ def make_celery(settings: Settings) -> Celery:
             },
             "redispatch-stale-copies": {
                 "task": "contentops.distribution.redispatch_stale",
-                "schedule": max(60.0, settings.scheduler_interval_seconds),
+                "schedule": max(30.0, settings.scheduler_interval_seconds),
             },
             "purge-raw-tracking-events": {
                 "task": "contentops.tracking.purge_events",

@@ -67,7 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
             "this often, so what arrives meanwhile is applied in one transaction (each costs about 9 ms of CPU however "
             "small it is). Adds up to this much to an event's way to its tag. 0: apply whatever arrives at once."),
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
-    Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies still pending this long after publishing are queued again."),
+    Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies no worker has taken this long after publishing are queued "
+            "again (then at most once per this long)."),
+    Setting("CAMPAIGN_LEASE_SECONDS", "60", "A worker holds its chunk's copies this long, renewed after each copy; "
+            "copies a dead worker held are queued again by the next sweep (every 30 s) after it runs out. Longer than "
+            "one copy's render."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
     Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
     Setting("GRPC_MAX_CONNECTION_AGE_SECONDS", "300", "Servers close a client connection this old (calls in flight get "
@@ -141,6 +145,7 @@ class Settings:
     tracking_consumer_linger_seconds: float
     campaign_chunk_size: int
     campaign_resweep_seconds: float
+    campaign_lease_seconds: float
     grpc_max_workers: int
     shutdown_grace_seconds: float
     grpc_max_connection_age_seconds: float
@@ -279,6 +284,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tracking_consumer_linger_seconds=_float(env, "TRACKING_CONSUMER_LINGER_SECONDS"),
         campaign_chunk_size=_int(env, "CAMPAIGN_CHUNK_SIZE"),
         campaign_resweep_seconds=_float(env, "CAMPAIGN_RESWEEP_SECONDS"),
+        campaign_lease_seconds=_positive_float(env, "CAMPAIGN_LEASE_SECONDS"),
         grpc_max_workers=_int(env, "GRPC_MAX_WORKERS"),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS"),
         grpc_max_connection_age_seconds=_float(env, "GRPC_MAX_CONNECTION_AGE_SECONDS"),
