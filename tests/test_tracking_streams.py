@@ -40,11 +40,13 @@ from sqlalchemy.exc import OperationalError
 from services.shared.errors import Unavailable
 from services.tracking.eventlog_memory import MemoryEventLog
 from services.tracking.streams import (
+    RETRY_LATER,
     ConsumerStats,
     Entry,
     EventLog,
     LogStats,
     RedisEventLog,
+    Verdict,
     caught_up,
     is_transient_error,
     partition_for,
@@ -181,6 +183,29 @@ def test_the_consumer_dead_letters_what_the_handler_cannot_parse_and_acks_the_re
     assert (dead.source_id, dead.payload, dead.deliveries) == (ids[1], b"\xff garbage", 1)
     assert dead.reason == "not a HeartbeatBatch: truncated message"
     assert (stats.acked, stats.dead_lettered, log.stats().pending) == (2, 1, 0)
+
+
+def test_an_entry_the_handler_asks_to_see_again_stays_pending_and_comes_back_on_reclaim(make_log: MakeLog) -> None:
+    log = make_log()
+    log.append([b"start-not-applied-yet", b"broken", b"ok"], partition=0)
+    seen: list[tuple[bytes, int]] = []
+
+    def handle(batch: list[Entry]) -> list[tuple[Entry, str | Verdict]]:
+        seen.extend((e.payload, e.deliveries) for e in batch)
+        verdicts: list[tuple[Entry, str | Verdict]] = []
+        for e in batch:
+            if e.payload == b"start-not-applied-yet" and e.deliveries == 1:
+                verdicts.append((e, RETRY_LATER))
+            elif e.payload == b"broken":
+                verdicts.append((e, "retry later"))  # a reason that reads like the verdict is still a dead-letter reason
+        return verdicts
+
+    stats = consume_until(log, "c1", handle, lambda s: s.acked >= 2)
+    assert (b"start-not-applied-yet", 2) in seen  # handed out again by the group's reclaim, not acked or dead-lettered
+    assert (stats.later, stats.dead_lettered, stats.acked) == (1, 1, 2)
+    [dead] = log.dead_letters()
+    assert (dead.payload, dead.reason) == (b"broken", "retry later")
+    assert log.stats().pending == 0
 
 
 def test_a_transient_handler_failure_acks_nothing_and_retries_the_same_batch(make_log: MakeLog) -> None:

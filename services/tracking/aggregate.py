@@ -68,7 +68,7 @@ from .models import (
     VisitorContactRow,
     VisitRow,
 )
-from .streams import RETRY_LATER, Entry
+from .streams import RETRY_LATER, Entry, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -323,12 +323,12 @@ class Aggregator:
 
     # ---- entry point for run_consumer --------------------------------------------------------
 
-    def handle_batch(self, entries: Sequence[Entry]) -> tuple[list[tuple[Entry, str]], list[Activity], list[pb.IngestEvent]]:
+    def handle_batch(self, entries: Sequence[Entry]) -> tuple[list[tuple[Entry, str | Verdict]], list[Activity], list[pb.IngestEvent]]:
         """Apply ``entries``. Returns the ones to dead-letter with their reasons (or to leave pending, with
         ``RETRY_LATER``), the live activity, and the events to put back in the log for later: heartbeats and ends
         whose view's start is not applied yet (with several consumers in a group, another one may hold it
         uncommitted; see ``QUICK_DEFERRALS``)."""
-        bad: list[tuple[Entry, str]] = []
+        bad: list[tuple[Entry, str | Verdict]] = []
         events: list[pb.IngestEvent] = []
         source: list[Entry] = []
         for entry in entries:

@@ -30,7 +30,7 @@ from .eventlog_memory import MemoryEventLog
 from .ingest import Ingest, ViewStarts
 from .limits import RateLimiter, RedisRateLimiter
 from .service import TrackingService
-from .streams import Entry, EventLog, RedisEventLog, run_consumer
+from .streams import Entry, EventLog, RedisEventLog, Verdict, run_consumer
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class TrackingApp:
                                ["kind"], stream_figures)
         return app
 
-    def handle_batch(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+    def handle_batch(self, entries: list[Entry]) -> list[tuple[Entry, str | Verdict]]:
         bad, activities, retry = self.aggregator.handle_batch(entries)
         if retry:  # appended before the batch is acked: put back, not lost
             by_partition: dict[int, list[pb.IngestEvent]] = {}

@@ -57,6 +57,7 @@ semantics, so ``run_consumer`` runs unchanged on both.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import threading
@@ -551,10 +552,14 @@ class ConsumerStats:
 # A handler's verdict on an entry it cannot finish yet (it waits on another entry, maybe held by a dead consumer):
 # neither acked nor dead-lettered but left pending, so the group's reclaim hands it out again once it has been
 # idle for min_idle_ms, paced, and the log's delivery count bounds how often (then it is dead-lettered as poison).
-RETRY_LATER = "retry later"
+class Verdict(enum.Enum):
+    RETRY_LATER = "retry later"
+
+
+RETRY_LATER = Verdict.RETRY_LATER  # not a string: no dead-letter reason can be mistaken for it
 
 # Entries to dead-letter with their reasons, or to leave pending with RETRY_LATER; the rest are acked.
-HandleBatch = Callable[[list[Entry]], list[tuple[Entry, str]]]
+HandleBatch = Callable[[list[Entry]], list[tuple[Entry, str | Verdict]]]
 
 
 def run_consumer(log: EventLog, name: str, handle_batch: HandleBatch, stop: threading.Event, *,
@@ -670,9 +675,9 @@ class _ConsumerLoop:
         reasons = {(e.partition, e.id): reason for e, reason in rejects}
         for entry in batch:
             reason = reasons.get((entry.partition, entry.id))
-            if reason == RETRY_LATER:
+            if reason is RETRY_LATER:
                 self.stats.later += 1
-            elif reason is not None and self._until_done(functools.partial(self.log.dead_letter, entry, reason)):
+            elif isinstance(reason, str) and self._until_done(functools.partial(self.log.dead_letter, entry, reason)):
                 self.stats.dead_lettered += 1
         keep = [e for e in batch if (e.partition, e.id) not in reasons]
         if keep and self._until_done(functools.partial(self.log.ack, keep)):
