@@ -5,7 +5,7 @@ Everything runs as its own process on loopback, as production runs it: ``python 
 only the keys this benchmark makes are deleted), and the edge under ``uvicorn --factory bench.web:edge_app``
 (``services.web.app.build_app`` from the environment, wrapped in a timing middleware) with ``--workers 1`` and
 ``--workers 2`` (one per core: what this machine would run). ``REDIS_URL`` is set, so beacons take the fast path
-(``services.web.beacons.RedisBeacons``: straight to tracking's Redis streams, micro-batched). The tracking
+(``services.web.edge_ingest.RedisIngest``: straight to tracking's Redis streams, micro-batched). The tracking
 consumer does not run (the aggregator is its own process and scales on its own; bench/tracking.py measures it).
 The floor is ``bench.web:noop_app``: a Starlette app whose POST /t/beat reads the body and answers 204 and whose
 GET /s/{token} answers a fixed page, under the same uvicorn options, the same timing middleware and the same
@@ -597,7 +597,7 @@ def beacon_rows(plan: Plan, workers: int, edge: list[Wrk], floor: list[Wrk], in_
     print(f"  beacons {rate:,.0f}/s vs no-op {floor_rate:,.0f}/s; {acked:,} acknowledged, {in_redis:,} in Redis, "
           f"{refused} refused; CPU µs per beacon: {cpu_text(edge_cpu, 'µs')}; no-op: {cpu_text(floor_cpu, 'µs')}", flush=True)
     rows = [{
-        "figure": f"Beacon POST /t/beat → validated, view id checked, rate-limited, in Redis before 204 (RedisBeacons, "
+        "figure": f"Beacon POST /t/beat → validated, view id checked, rate-limited, in Redis before 204 (RedisIngest, "
                   f"micro-batched), wrk {WRK_THREADS} threads × {plan.connections} connections, {len(edge)} × "
                   f"{plan.beacon_seconds:g}s, uvicorn --workers {workers} ({impl}) — Redis Streams",
         "measured": f"{rate:,.0f} req/s",

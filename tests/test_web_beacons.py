@@ -34,8 +34,8 @@ from services.tracking.domain.ratelimit import VISITOR_VIEWS
 from services.tracking.ingest import view_key_for
 from services.tracking.models import EventRow, ViewRow
 from services.tracking.streams import RedisEventLog, stream_key
-from services.web.beacons import RedisBeacons
 from services.web.customer import VISITOR_COOKIE
+from services.web.edge_ingest import RedisIngest
 
 from . import infra
 from .helpers import wait_for
@@ -47,21 +47,21 @@ pytestmark = pytest.mark.parametrize("settings", ["production"], indirect=True)
 
 
 @pytest.fixture
-def beacons(track: Track) -> RedisBeacons:
+def beacons(track: Track) -> RedisIngest:
     """The edge's beacons, on the tracking harness's own streams (its key prefix)."""
     assert isinstance(track.app.event_log, RedisEventLog)
-    return RedisBeacons.from_settings(track.app.settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
+    return RedisIngest.from_settings(track.app.settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
 
 
 @pytest.fixture
-def web(track: Track, beacons: RedisBeacons) -> Iterator[Web]:
+def web(track: Track, beacons: RedisIngest) -> Iterator[Web]:
     yield from serve_web(track, beacons)
 
 
 @pytest.fixture
 def web_without_redis(track: Track) -> Iterator[Web]:
     """The edge with its beacons pointed at a port nothing listens on (the shared Redis is never stopped)."""
-    closed = RedisBeacons.from_settings(track.app.settings, url=f"redis://127.0.0.1:{infra.free_port()}/0",
+    closed = RedisIngest.from_settings(track.app.settings, url=f"redis://127.0.0.1:{infra.free_port()}/0",
                                         prefix=f"test:none:{uuid.uuid4().hex[:8]}")
     yield from serve_web(track, closed)
 
@@ -98,7 +98,7 @@ def logged_events(track: Track) -> list[pb.IngestEvent]:
 
 
 def test_beacons_through_the_edge_are_written_to_the_tracking_log_and_applied_as_engaged_time(
-        web: Web, beacons: RedisBeacons) -> None:
+        web: Web, beacons: RedisIngest) -> None:
     post, token = shared_token(web.track)
     with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
         page = client.get(f"/s/{token}")
@@ -125,7 +125,7 @@ def test_beacons_through_the_edge_are_written_to_the_tracking_log_and_applied_as
 
 
 def test_a_page_opened_through_the_edge_starts_its_view_in_the_log_as_the_tracking_service_would(
-        web: Web, beacons: RedisBeacons) -> None:
+        web: Web, beacons: RedisIngest) -> None:
     post, token = shared_token(web.track)
     track, share = web.track, web.track.app.ingest.tokens.verify(token)
     with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA, "referer": "https://weixin.qq.com/x?y=1"}) as client:
@@ -149,7 +149,7 @@ def test_a_page_opened_through_the_edge_starts_its_view_in_the_log_as_the_tracki
     assert sorted(f"views/{r.id}" for r in views_of(track, post)) == sorted(names)
 
 
-def test_the_edge_refuses_expired_links_and_view_floods_as_the_tracking_service_does(web: Web, beacons: RedisBeacons) -> None:
+def test_the_edge_refuses_expired_links_and_view_floods_as_the_tracking_service_does(web: Web, beacons: RedisIngest) -> None:
     _, token = shared_token(web.track)
     with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
         opened = [client.get(f"/s/{token}").status_code for _ in range(VISITOR_VIEWS.burst + 5)]  # one visitor (cookie)
@@ -167,7 +167,7 @@ def test_the_edge_refuses_expired_links_and_view_floods_as_the_tracking_service_
 class Outage:
     """The edge's beacons, with tracking down while ``down`` is set: no view can be started."""
 
-    def __init__(self, beacons: RedisBeacons) -> None:
+    def __init__(self, beacons: RedisIngest) -> None:
         self.beacons = beacons
         self.down = True
         self.refused = 0  # views asked for while down
@@ -191,7 +191,7 @@ class Outage:
 
 
 def test_with_tracking_down_a_live_link_is_served_untracked_and_an_expired_one_still_410(track: Track,
-                                                                                            beacons: RedisBeacons) -> None:
+                                                                                            beacons: RedisIngest) -> None:
     _, token = shared_token(track)
     share = track.app.ingest.tokens.verify(token)
     old, _ = track.app.ingest.tokens.child(share, now=time.time() - track.app.settings.tracking_token_max_age_days * 86_400 - 60)
@@ -202,7 +202,7 @@ def test_with_tracking_down_a_live_link_is_served_untracked_and_an_expired_one_s
             assert client.get(f"/s/{old}").status_code == 410  # what the tracking service would have said
 
 
-def test_a_page_served_untracked_gets_its_view_once_tracking_is_back(track: Track, beacons: RedisBeacons) -> None:
+def test_a_page_served_untracked_gets_its_view_once_tracking_is_back(track: Track, beacons: RedisIngest) -> None:
     post, token = shared_token(track)
     outage = Outage(beacons)
     for web in serve_web(track, outage):
@@ -256,7 +256,7 @@ def read_through_an_outage(url: str, outage: Outage) -> None:
 
 
 def test_in_a_browser_a_page_served_in_an_outage_starts_its_view_when_tracking_is_back(track: Track,
-                                                                                     beacons: RedisBeacons) -> None:
+                                                                                     beacons: RedisIngest) -> None:
     post, token = shared_token(track)
     outage = Outage(beacons)
     for web in serve_web(track, outage):
@@ -270,7 +270,7 @@ def test_in_a_browser_a_page_served_in_an_outage_starts_its_view_when_tracking_i
     assert row.engaged_ms == outage.sent_ms
 
 
-def test_a_forged_view_is_404_and_nothing_is_written(web: Web, beacons: RedisBeacons) -> None:
+def test_a_forged_view_is_404_and_nothing_is_written(web: Web, beacons: RedisIngest) -> None:
     _, token = shared_token(web.track)
     (view,) = start_views(web.track, token, 1)
     uid, _, sig = view.partition("-")
@@ -286,7 +286,7 @@ def test_a_forged_view_is_404_and_nothing_is_written(web: Web, beacons: RedisBea
     assert beacons.stats.writes == 0 and web.track.app.event_log.stats().length == entries_before
 
 
-def test_bad_input_is_400_naming_the_field(web: Web, beacons: RedisBeacons) -> None:
+def test_bad_input_is_400_naming_the_field(web: Web, beacons: RedisIngest) -> None:
     _, token = shared_token(web.track)
     (view,) = start_views(web.track, token, 1)
     with httpx.Client(base_url=web.url, headers={"user-agent": PHONE_UA}) as client:
@@ -323,7 +323,7 @@ def test_a_flood_of_one_views_heartbeats_gets_429_past_the_per_view_limit_and_re
     assert events_of(web.track, [view.removeprefix("views/")]) == codes.count(204)
 
 
-def test_200_concurrent_beacons_are_all_acknowledged_and_applied_exactly_once(web: Web, beacons: RedisBeacons) -> None:
+def test_200_concurrent_beacons_are_all_acknowledged_and_applied_exactly_once(web: Web, beacons: RedisIngest) -> None:
     post, token = shared_token(web.track)
     views = start_views(web.track, token, 40)
     sent = [(view, seq) for seq in range(1, 6) for view in views]  # 5 each: 5 s engaged per view
@@ -348,7 +348,7 @@ def test_200_concurrent_beacons_are_all_acknowledged_and_applied_exactly_once(we
 
 def test_beacons_waiting_together_share_one_write_one_batch_per_partition_where_tracking_would_put_them(
         track: Track) -> None:
-    """No web server here: 200 beacons awaited at once on one RedisBeacons over 4 partitions, read back as the
+    """No web server here: 200 beacons awaited at once on one RedisIngest over 4 partitions, read back as the
     tracking consumer reads its log."""
     prefix = f"test:beacons:{uuid.uuid4().hex[:10]}"
     settings = track.app.settings.replace(tracking_stream_partitions=4)
@@ -356,7 +356,7 @@ def test_beacons_waiting_together_share_one_write_one_batch_per_partition_where_
     _, token = shared_token(track)
     views = [v.removeprefix("views/") for v in start_views(track, token, 50)]
     names = [f"views/{v}" for v in views]
-    beacons = RedisBeacons.from_settings(settings, url=infra.REDIS_URL, prefix=prefix)
+    beacons = RedisIngest.from_settings(settings, url=infra.REDIS_URL, prefix=prefix)
     assert beacons.view_key == view_key_for(settings.secret_key) == track.app.ingest.view_key
 
     async def record_all() -> None:

@@ -17,7 +17,7 @@ from services.tracking.limits import RateLimiter, RedisRateLimiter
 from services.tracking.streams import RedisEventLog
 from services.web.app import build_app
 from services.web.backends import Backends
-from services.web.beacons import Beacons, RedisBeacons
+from services.web.edge_ingest import EdgeIngest, RedisIngest
 from services.web.threaded import ThreadedServer
 
 from . import infra
@@ -111,7 +111,7 @@ class TrackingViewLimits:
         return self.limiter.allow_views(keys)
 
 
-def serve_web(track: Track, beacons: Beacons | None = None) -> Iterator[Web]:
+def serve_web(track: Track, beacons: EdgeIngest | None = None) -> Iterator[Web]:
     """The edge on a free port, calling the harness's distribution and tracking servers with a service token; the
     tracking ingest back on real time (browsers read in real time; RealTimeClock)."""
     assert track.addresses is not None
@@ -123,12 +123,12 @@ def serve_web(track: Track, beacons: Beacons | None = None) -> Iterator[Web]:
     track.app.ingest.clock = clock
     track.clock = clock  # type: ignore[assignment]  # track.read() still simulates minutes of reading at once
     if beacons is None and isinstance(track.app.event_log, RedisEventLog):  # production: beacons straight to its log
-        beacons = RedisBeacons.from_settings(settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
-    if isinstance(beacons, RedisBeacons):
+        beacons = RedisIngest.from_settings(settings, url=infra.REDIS_URL, prefix=track.app.event_log.prefix)
+    if isinstance(beacons, RedisIngest):
         beacons.clock = clock  # the edge receives beacons on the ingest's clock, as the tracking service would
         if beacons.view_limiter is None and not isinstance(track.app.limiter, RedisRateLimiter):
             beacons.view_limiter = TrackingViewLimits(track.app.limiter)  # pages share the service's view limits
-    app = build_app(settings, Backends(settings, token), beacons=beacons)
+    app = build_app(settings, Backends(settings, token), ingest=beacons)
     port = infra.free_port()
     server = ThreadedServer(app, "127.0.0.1", port, log_level="warning").start()
     try:

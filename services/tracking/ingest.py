@@ -146,7 +146,7 @@ class ViewOpening:
 
 class ViewStarts:
     """What StartView decides, for every process that starts views: this service's ``Ingest`` and the web edge's fast
-    path (``services/web/beacons.py``), so a page opened through either is the same event. ``open`` checks the input
+    path (``services/web/edge_ingest.py``), so a page opened through either is the same event. ``open`` checks the input
     and the share token (signature and age); the caller then asks its rate limiter (in memory, or in Redis
     synchronously or not) for ``limit_keys``; ``start`` makes the signed view id, the ``ViewStarted`` event to
     append, and the forward link's token. Nothing here touches the log or the limiter."""

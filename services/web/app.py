@@ -36,7 +36,7 @@ from services.shared.sharetoken import ShareTokens
 
 from . import customer, editor, rep, sales, sessions
 from .backends import Backends, request_id
-from .beacons import Beacons, beacons_for
+from .edge_ingest import EdgeIngest, edge_ingest_for
 from .limits import EdgeLimiter
 
 log = logging.getLogger("services.web")
@@ -51,9 +51,9 @@ templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoade
 class Edge:
     """What the handlers share: settings, the service clients, the limiter, the templates."""
 
-    def __init__(self, settings: Settings, backends: Backends, limiter: EdgeLimiter, beacons: Beacons) -> None:
+    def __init__(self, settings: Settings, backends: Backends, limiter: EdgeLimiter, ingest: EdgeIngest) -> None:
         self.settings = settings
-        self.beacons = beacons
+        self.ingest = ingest  # page views and beacons, into tracking's log
         self.backends = backends
         self.limiter = limiter
         self.templates = templates
@@ -127,17 +127,17 @@ class RequestIds:
 
 
 def build_app(settings: Settings, backends: Backends, limiter: EdgeLimiter | None = None,
-              beacons: Beacons | None = None) -> Starlette:
-    edge = Edge(settings, backends, limiter or EdgeLimiter(), beacons or beacons_for(settings, backends))
+              ingest: EdgeIngest | None = None) -> Starlette:
+    edge = Edge(settings, backends, limiter or EdgeLimiter(), ingest or edge_ingest_for(settings, backends))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         backends.open()
-        edge.beacons.open()
+        edge.ingest.open()
         try:
             yield
         finally:
-            await edge.beacons.close()
+            await edge.ingest.close()
             await backends.close()
 
     def bind(handler: Callable[[Edge, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

@@ -1,6 +1,6 @@
 """The page a rep shares, and the beacon its script reports reading to.
 
-The page is counted when it is served (a view started on the server: beacons.py), so a
+The page is counted when it is served (a view started on the server: edge_ingest.py), so a
 reader without JavaScript is still a view; the script then adds engaged time by the
 tracking protocol (README, "Browser protocol"): visible and focused time only, a
 heartbeat every 10 s, a flush with ``sendBeacon`` when the page is hidden or left.
@@ -37,7 +37,7 @@ from services.shared.sharetoken import ShareToken
 from services.tracking.ingest import expired, valid_visitor
 
 from .backends import request_id
-from .beacons import BeaconRefused
+from .edge_ingest import BeaconRefused
 from .limits import network_of
 
 log = logging.getLogger("services.web")
@@ -199,9 +199,9 @@ def _visitor_cookie(edge, response: Response, started: tpb.StartViewResponse) ->
 
 
 async def _start_view(edge, request: Request, token: str) -> tpb.StartViewResponse:  # type: ignore[no-untyped-def]
-    """The view this page open counts as: through the tracking service, or written by the edge itself (beacons.py)."""
+    """The view this page open counts as: through the tracking service, or written by the edge itself (edge_ingest.py)."""
     visitor = request.cookies.get(VISITOR_COOKIE, "")
-    return await edge.beacons.start_view(
+    return await edge.ingest.start_view(
         token, visitor if valid_visitor(visitor) else "",  # a cookie we did not issue: start afresh
         request.headers.get("user-agent", "")[:512], request.headers.get("referer", "")[:2048],
         request.client.host if request.client else "", request_id(request))
@@ -329,7 +329,7 @@ class Beacon:
         if not self.edge.limiter.allow(visitor or f"ip:{ip}", network_of(ip)):
             return 429, "rate limited", {"retry-after": "10"}
         try:
-            await self.edge.beacons.record(view, seq, engaged, scroll, end, request_id(conn))
+            await self.edge.ingest.record(view, seq, engaged, scroll, end, request_id(conn))
         except BeaconRefused as err:
             return err.status, err.text, err.headers
         return 204, "", {}

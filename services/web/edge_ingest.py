@@ -1,25 +1,26 @@
-"""Where the edge sends a customer page's beacons: the tracking service over gRPC, or straight to its event log in Redis.
+"""The edge's ingest: where a customer page starts its view and sends its beacons, the tracking service over gRPC or
+straight to its event log in Redis.
 
-``beacons_for(settings, backends)`` picks one; both have ``async record(view, seq, engaged_ms, scroll, end)``,
+``edge_ingest_for(settings, backends)`` picks one; both have ``async record(view, seq, engaged_ms, scroll, end)``,
 which returns once the beacon is recorded or raises ``BeaconRefused`` with the HTTP status to answer:
 
-- ``GrpcBeacons`` (the embedded default: no Redis, the tracking log lives in the tracking process's memory):
+- ``GrpcIngest`` (the embedded default: no Redis, the tracking log lives in the tracking process's memory):
   RecordEngagement, then EndView when the page is left; the service checks the view id and the per-view limit.
-- ``RedisBeacons`` (``REDIS_URL`` set): what the tracking service's ingest does for RecordEngagement and
+- ``RedisIngest`` (``REDIS_URL`` set): what the tracking service's ingest does for RecordEngagement and
   EndView, done here, so a beacon costs no gRPC round trip: the view id's signature checked with the key the
   tracking service signs with (``ingest.view_key_for``; forged or unknown: 404, nothing written), the per-view
   heartbeat limit (tracking's in-process limiter: 429), and the same ``IngestEvent``s in an ``IngestBatch``
   appended to the same streams (``<prefix>:<partition>``, partitioned by view id like ``Ingest``), so the
   tracking consumer applies them unchanged. A beacon is answered only once Redis has acknowledged its entry.
 
-Both also start the view a page is opened with (``start_view``): ``GrpcBeacons`` calls StartView;
-``RedisBeacons`` does what StartView does, with the same code (``ingest.ViewStarts``: the share token's signature
+Both also start the view a page is opened with (``start_view``): ``GrpcIngest`` calls StartView;
+``RedisIngest`` does what StartView does, with the same code (``ingest.ViewStarts``: the share token's signature
 and age, the input, the view id, the forward link) and the same per-visitor and per-network view limits in Redis
 (``limits.AsyncViewLimiter``, the tracking service's script and keys), and appends the ``ViewStarted`` event through
 the writer below. A page open was an edge → tracking gRPC call, about 0.7 ms of the tracking service's CPU; now it
 costs the edge one Redis call for the limit and a share of a batched write.
 
-Micro-batching (``RedisBeacons``): a beacon appends its events to a pending list and awaits a future; one writer
+Micro-batching (``RedisIngest``): a beacon appends its events to a pending list and awaits a future; one writer
 task per process takes everything pending, groups it by partition into one ``IngestBatch`` per partition (as
 ``Ingest.record`` does for one RecordEngagement message carrying many views' heartbeats, at most
 ``MAX_HEARTBEATS_PER_CALL`` events each), XADDs them in one pipeline and resolves the futures; beacons that
@@ -79,7 +80,7 @@ class BeaconRefused(Exception):
 RATE_LIMITED = (429, "rate limited", {"retry-after": "10"})
 
 
-class Beacons(Protocol):
+class EdgeIngest(Protocol):
     def open(self) -> None:
         """Inside the running event loop, before the first beacon."""
         ...
@@ -96,17 +97,17 @@ class Beacons(Protocol):
     async def close(self) -> None: ...
 
 
-def beacons_for(settings: Settings, backends: Backends) -> Beacons:
+def edge_ingest_for(settings: Settings, backends: Backends) -> EdgeIngest:
     """Straight to Redis when the tracking log is there (``REDIS_URL``), else through the tracking service."""
     if settings.redis_url:
-        return RedisBeacons.from_settings(settings)
-    return GrpcBeacons(backends)
+        return RedisIngest.from_settings(settings)
+    return GrpcIngest(backends)
 
 
 # ---- through the tracking service -------------------------------------------------------------------------------
 
 
-class GrpcBeacons:
+class GrpcIngest:
     """RecordEngagement (then EndView for the last beacon) on the tracking service, one call per beacon."""
 
     STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
@@ -171,7 +172,7 @@ class ViewLimiter(Protocol):
     async def allow_views(self, keys: list[str]) -> bool: ...
 
 
-class RedisBeacons:
+class RedisIngest:
     def __init__(self, url: str, starts: ViewStarts, *, prefix: str = DEFAULT_PREFIX, partitions: int = 1,
                  limiter: RateLimiter | None = None, view_limiter: ViewLimiter | None = None,
                  clock: Callable[[], float] = time.time, timeout: float = REDIS_TIMEOUT_S,
@@ -197,7 +198,7 @@ class RedisBeacons:
         self._warned_at = -WARN_EVERY_S
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, prefix: str = DEFAULT_PREFIX, url: str | None = None) -> RedisBeacons:
+    def from_settings(cls, settings: Settings, *, prefix: str = DEFAULT_PREFIX, url: str | None = None) -> RedisIngest:
         """The tracking service's log: its Redis, its streams, its view key. ``prefix`` and ``url`` for tests."""
         return cls(url if url is not None else settings.redis_url, ViewStarts.from_settings(settings), prefix=prefix,
                    partitions=settings.tracking_stream_partitions)
