@@ -386,13 +386,15 @@ class DistributionService:
     def render_chunk(self, campaign_id: str, rep_ids: Sequence[str]) -> int:
         """Render each rep's copy unless it is already done. Safe to run twice.
 
-        The chunk's pending copies are leased while it runs, the lease renewed after each copy: a worker that dies
-        mid-chunk (its message held unacknowledged by the broker for the visibility timeout, an hour) stops renewing,
-        and the next sweep (``redispatch_stale``) queues what it left as soon as the lease runs out.
+        The chunk's pending copies are leased while it runs, the lease renewed once a quarter of it has passed
+        (checked after each copy): a worker that dies mid-chunk (its message held unacknowledged by the broker for
+        the visibility timeout, an hour) stops renewing, and the next sweep (``redispatch_stale``) queues what it left
+        as soon as the lease runs out. Not renewed after every copy: a renewal is a write of about 1.1 ms on
+        PostgreSQL, so a chunk that renders in a few seconds writes one lease, not one per copy.
         """
         done = 0
         left = list(rep_ids)
-        self._lease(campaign_id, left, self.lease)
+        leased_at = self._lease(campaign_id, left, self.lease)
         for rep_id in rep_ids:
             try:
                 if self.render_copy(campaign_id, rep_id):
@@ -400,19 +402,22 @@ class DistributionService:
             except Unavailable:
                 raise  # transient: let the task retry the chunk; finished copies are skipped next time
             left.remove(rep_id)
-            if left:
-                self._lease(campaign_id, left, self.lease)
+            if left and _now() - leased_at >= self.lease / 4:
+                leased_at = self._lease(campaign_id, left, self.lease)
         return done
 
-    def _lease(self, campaign_id: str, rep_ids: Sequence[str], length: timedelta) -> None:
-        """Hold the pending copies among ``rep_ids`` for ``length`` from now (a later lease replaces an earlier one)."""
+    def _lease(self, campaign_id: str, rep_ids: Sequence[str], length: timedelta) -> datetime:
+        """Hold the pending copies among ``rep_ids`` for ``length`` from now (a later lease replaces an earlier one);
+        returns now."""
+        now = _now()
         with self.db.write() as s:
             s.execute(
                 update(CopyRow)
                 .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(rep_ids), CopyRow.state == "pending")
-                .values(lease_until=_now() + length)
+                .values(lease_until=now + length)
                 .execution_options(synchronize_session=False)
             )
+        return now
 
     def render_copy(self, campaign_id: str, rep_id: str) -> bool:
         """Render one copy. True if it is ready afterwards; False if it failed for good (reason stored)."""
