@@ -69,9 +69,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CAMPAIGN_CHUNK_SIZE", "25", "Reps per Celery render task when a publish fans out."),
     Setting("CAMPAIGN_RESWEEP_SECONDS", "300", "Copies no worker has taken this long after publishing are queued "
             "again (then at most once per this long)."),
-    Setting("CAMPAIGN_LEASE_SECONDS", "60", "A worker holds its chunk's copies this long, renewed after each copy; "
-            "copies a dead worker held are queued again by the next sweep (every 30 s) after it runs out. Longer than "
-            "one copy's render."),
+    Setting("CAMPAIGN_LEASE_SECONDS", "60", "A worker holds its chunk's copies this long, renewed after a copy once a "
+            "quarter of it has passed; copies a dead worker held are queued again by the next sweep (every 30 s) after "
+            "it runs out. Longer than one copy's render."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per process."),
     Setting("SHUTDOWN_GRACE_SECONDS", "15", "On SIGTERM, how long in-flight RPCs get to finish."),
     Setting("GRPC_MAX_CONNECTION_AGE_SECONDS", "300", "Servers close a client connection this old (calls in flight get "
