@@ -30,6 +30,7 @@ from services.protos.contentops.content.v1 import content_pb2 as cpb
 from services.protos.contentops.distribution.v1 import distribution_pb2 as pb
 from services.protos.contentops.distribution.v1 import distribution_pb2_grpc as pb_grpc
 from services.shared.db import Database
+from services.shared.errors import Unavailable
 from services.shared.identity.domain import Role
 from services.shared.sharetoken import ShareTokens
 
@@ -655,7 +656,18 @@ def test_copies_whose_chunk_was_never_queued_are_queued_after_the_resweep(record
     recorded.publish(images=1)
     fanout.take()  # lost
     start = service_module._now()
-    for after, queued in ((299, []), (301, reps), (302, []), (301 + 301, reps)):
+    real_dispatch = fanout.dispatch
+
+    def broker_down(campaign_id: str, chunks: list[list[str]]) -> None:
+        raise Unavailable("the broker is down")
+
+    for after, queued in ((299, []), (301, "down"), (301, reps), (302, []), (301 + 301, reps)):
         monkeypatch.setattr(service_module, "_now", lambda a=after: start + timedelta(seconds=a))
+        if queued == "down":  # a sweep that cannot queue them leaves them to the next one
+            monkeypatch.setattr(fanout, "dispatch", broker_down)
+            with pytest.raises(Unavailable):
+                service.redispatch_stale(timedelta(seconds=300))
+            monkeypatch.setattr(fanout, "dispatch", real_dispatch)
+            continue
         assert service.redispatch_stale(timedelta(seconds=300)) == len(queued)
         assert fanout.take() == queued

@@ -549,13 +549,14 @@ class DistributionService:
 
         - A copy whose lease ran out: the worker rendering its chunk died (or hung) without finishing it. A worker
           killed outright, not just its pool child, leaves its chunk unacknowledged in Redis until the visibility
-          timeout, an hour; its lease runs out within ``lease`` (CAMPAIGN_LEASE_SECONDS) of its last copy.
+          timeout, an hour; its lease runs out within ``lease`` (CAMPAIGN_LEASE_SECONDS) of its last renewal.
         - A copy never leased, of a campaign published more than ``older_than`` ago: its chunk was never queued (the
           publish handler died between planning and dispatch) or never reached a worker.
 
         Each copy queued again is leased for ``older_than``, so one still waiting in a long queue is not queued
-        again at every sweep, only once per ``older_than``. Rendering is idempotent: a chunk that was merely slow
-        costs only duplicate work.
+        again at every sweep, only once per ``older_than``; the leases commit only once the chunks are queued, so a
+        sweep that could not queue them (Redis down) leaves them to the next. Rendering is idempotent: a chunk that
+        was merely slow costs only duplicate work.
         """
         now = _now()
         with self.db.write() as s:
@@ -577,8 +578,8 @@ class DistributionService:
                                      CopyRow.state == "pending")
                               .values(lease_until=now + older_than)
                               .execution_options(synchronize_session=False))
-        for campaign_id, reps in by_campaign.items():
-            self.fanout.dispatch(campaign_id, [reps[i:i + self.chunk_size] for i in range(0, len(reps), self.chunk_size)])
+            for campaign_id, reps in by_campaign.items():
+                self.fanout.dispatch(campaign_id, [reps[i:i + self.chunk_size] for i in range(0, len(reps), self.chunk_size)])
         return len(rows)
 
     def _fail(self, campaign_id: str, rep_id: str, reason: str) -> bool:
