@@ -603,18 +603,18 @@ def test_a_dead_workers_copies_are_queued_again_once_its_lease_runs_out(recorded
     [(campaign, chunk)] = fanout.chunks
     assert sorted(chunk) == reps
     fanout.take()
-    now = [service_module._now()]
+    start = service_module._now()
+    now = [start]
     monkeypatch.setattr(service_module, "_now", lambda: now[0])
     resweep = timedelta(seconds=300)
 
-    def sweep(at: float) -> list[str]:  # seconds after now[0] was first read
+    def sweep(at: float) -> list[str]:  # at ``at`` seconds after start: the reps queued again
         now[0] = start + timedelta(seconds=at)
         count = service.redispatch_stale(resweep)
         queued = fanout.take()
         assert count == len(queued)
         return queued
 
-    start = now[0]
     assert sweep(0) == []  # queued at publish, not yet taken: the broker holds it, nothing to do
 
     real = service.render_copy
@@ -626,13 +626,12 @@ def test_a_dead_workers_copies_are_queued_again_once_its_lease_runs_out(recorded
     with pytest.raises(Killed):
         service.render_chunk(campaign, reps)
     monkeypatch.setattr(service, "render_copy", real)
-    left = reps
     assert sweep(59) == []  # the lease (60 s) still holds: the worker may be alive, just slow
-    assert sweep(61) == left  # it ran out: queued again at once, not CAMPAIGN_RESWEEP_SECONDS after publishing
+    assert sweep(61) == reps  # it ran out: queued again at once, not CAMPAIGN_RESWEEP_SECONDS after publishing
     assert sweep(62) == []  # queued again: held for the resweep, not sent at every sweep
-    assert sweep(61 + 301) == left  # still nobody took them
+    assert sweep(61 + 301) == reps  # still nobody took them
 
-    # A live worker renews its lease after each copy, so a chunk slower than the lease is never queued twice.
+    # A live worker renews its lease as it goes, so a chunk slower than the lease is never queued twice.
     mid_chunk: list[list[str]] = []
 
     def slow(campaign_id: str, rep_id: str) -> bool:
@@ -641,8 +640,8 @@ def test_a_dead_workers_copies_are_queued_again_once_its_lease_runs_out(recorded
         return real(campaign_id, rep_id)
 
     monkeypatch.setattr(service, "render_copy", slow)
-    assert service.render_chunk(campaign, left) == len(left)
-    assert mid_chunk == [[]] * len(left)
+    assert service.render_chunk(campaign, reps) == len(reps)
+    assert mid_chunk == [[]] * len(reps)
     assert sweep((now[0] - start).total_seconds() + 10_000) == []  # ready copies are never queued again
     with recorded.app.db.read() as s:
         assert set(s.scalars(select(CopyRow.state).where(CopyRow.campaign_id == campaign))) == {"ready"}
