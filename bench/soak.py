@@ -396,10 +396,10 @@ class Soak:
                 return self.pending_copies(campaign.post) == 0
             except psycopg.Error:
                 return False  # PostgreSQL stopped by another fault: ask again
-        took = settled(done, DRAIN_SECONDS, 1.0)
-        fault.detail += (f"; campaign #{campaign.index} all ready {self.clock.now() - fault.began:.1f} s after the kill"
-                         if took is not None
-                         else f"; campaign #{campaign.index} NOT all ready within {DRAIN_SECONDS} s of the kill")
+        if settled(done, DRAIN_SECONDS, 1.0) is None:
+            fault.detail += f"; campaign #{campaign.index} NOT all ready within {DRAIN_SECONDS} s of the kill"
+        else:  # timed from the kill, not from when this thread began waiting
+            fault.detail += f"; campaign #{campaign.index} all ready {self.clock.now() - fault.began:.1f} s after the kill"
 
     def fault_redis(self, fault: report.Fault, _editor: Editor) -> None:
         """SIGKILL Redis (no shutdown save; the AOF is all that is left), then start it on the same port and folder."""

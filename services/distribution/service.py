@@ -158,6 +158,10 @@ class Fanout(Protocol):
     def dispatch(self, campaign_id: str, chunks: list[list[str]]) -> None: ...
 
 
+def _batches(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
 def parse_revision(name: str) -> tuple[str, int]:
     post, _, number = name.rpartition("/revisions/")
     return post.removeprefix("posts/"), int(number)
@@ -370,9 +374,8 @@ class DistributionService:
             log.warning("posts/%s rev %d: %d reps exceed the variation capacity (%d)", post_id, revision,
                         len(reps), plan.capacity_estimate)
         ids = [r.id for r in reps]
-        chunks = [ids[i:i + self.chunk_size] for i in range(0, len(ids), self.chunk_size)]
-        if chunks:
-            self.fanout.dispatch(campaign.id, chunks)
+        if ids:
+            self.fanout.dispatch(campaign.id, _batches(ids, self.chunk_size))
         return campaign.id, True
 
     @staticmethod
@@ -393,31 +396,34 @@ class DistributionService:
         PostgreSQL, so a chunk that renders in a few seconds writes one lease, not one per copy.
         """
         done = 0
-        left = list(rep_ids)
-        leased_at = self._lease(campaign_id, left, self.lease)
-        for rep_id in rep_ids:
+        leased_at = self._lease(campaign_id, rep_ids)
+        for i, rep_id in enumerate(rep_ids):
             try:
                 if self.render_copy(campaign_id, rep_id):
                     done += 1
             except Unavailable:
                 raise  # transient: let the task retry the chunk; finished copies are skipped next time
-            left.remove(rep_id)
-            if left and _now() - leased_at >= self.lease / 4:
-                leased_at = self._lease(campaign_id, left, self.lease)
+            if i + 1 < len(rep_ids) and _now() - leased_at >= self.lease / 4:
+                leased_at = self._lease(campaign_id, rep_ids[i + 1:])
         return done
 
-    def _lease(self, campaign_id: str, rep_ids: Sequence[str], length: timedelta) -> datetime:
-        """Hold the pending copies among ``rep_ids`` for ``length`` from now (a later lease replaces an earlier one);
-        returns now."""
+    def _lease(self, campaign_id: str, rep_ids: Sequence[str]) -> datetime:
+        """Hold the pending copies among ``rep_ids`` for ``self.lease`` from now; returns now."""
         now = _now()
         with self.db.write() as s:
-            s.execute(
+            self._hold(s, campaign_id, rep_ids, now + self.lease)
+        return now
+
+    @staticmethod
+    def _hold(s: object, campaign_id: str, rep_ids: Sequence[str], until: datetime) -> None:
+        """Lease the pending copies among ``rep_ids`` until ``until`` (a later lease replaces an earlier one)."""
+        for batch in _batches(rep_ids, 500):  # bounded IN lists
+            s.execute(  # type: ignore[attr-defined]
                 update(CopyRow)
-                .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(rep_ids), CopyRow.state == "pending")
-                .values(lease_until=now + length)
+                .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(batch), CopyRow.state == "pending")
+                .values(lease_until=until)
                 .execution_options(synchronize_session=False)
             )
-        return now
 
     def render_copy(self, campaign_id: str, rep_id: str) -> bool:
         """Render one copy. True if it is ready afterwards; False if it failed for good (reason stored)."""
@@ -572,14 +578,8 @@ class DistributionService:
             for campaign_id, rep_id in rows:
                 by_campaign.setdefault(campaign_id, []).append(rep_id)
             for campaign_id, reps in by_campaign.items():
-                for i in range(0, len(reps), 500):  # bounded IN lists
-                    s.execute(update(CopyRow)
-                              .where(CopyRow.campaign_id == campaign_id, CopyRow.rep_id.in_(reps[i:i + 500]),
-                                     CopyRow.state == "pending")
-                              .values(lease_until=now + older_than)
-                              .execution_options(synchronize_session=False))
-            for campaign_id, reps in by_campaign.items():
-                self.fanout.dispatch(campaign_id, [reps[i:i + self.chunk_size] for i in range(0, len(reps), self.chunk_size)])
+                self._hold(s, campaign_id, reps, now + older_than)
+                self.fanout.dispatch(campaign_id, _batches(reps, self.chunk_size))
         return len(rows)
 
     def _fail(self, campaign_id: str, rep_id: str, reason: str) -> bool:
